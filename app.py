@@ -1,0 +1,15 @@
+"""Municipal Point Cloud on Chalice: this module only wires blueprints and middleware together."""
+from chalice import Chalice
+
+from chalicelib.api.health import health_api
+from chalicelib.api.jobs import jobs
+from chalicelib.api.staff_routes import staff_api
+from chalicelib.api.terminal_routes import terminal_api
+from chalicelib.observability import http_middleware
+
+app = Chalice(app_name="municipal-point-cloud")
+app.register_blueprint(health_api)
+app.register_blueprint(terminal_api)
+app.register_blueprint(staff_api)
+app.register_blueprint(jobs)
+app.register_middleware(http_middleware, "http")

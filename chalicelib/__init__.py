@@ -1,0 +1,1 @@
+"""The Municipal Point Cloud application: domain rules, services, storage adapters and the HTTP edge."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: blueprints, request parsing, and the one table that maps domain errors to responses."""

@@ -1,0 +1,73 @@
+"""Cached getters for what the routes need: the stores, the card authority, the clock.
+
+Nothing is created at import time (Chalice's `get_app_db()` pattern): the first request builds each
+object once per Lambda container. Tests replace them with `override()` and undo it with `reset()`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+_overrides: dict[str, Any] = {}
+_cache: dict[str, Any] = {}
+
+
+def _get(name: str, build: Callable[[], Any]) -> Any:
+    if name in _overrides:
+        return _overrides[name]
+    if name not in _cache:
+        _cache[name] = build()
+    return _cache[name]
+
+
+def _build_ledger_store():
+    from chalicelib.config import get_settings
+    from chalicelib.storage.dynamo import DynamoLedgerStore
+    from chalicelib.storage.models import bind_models
+
+    settings = get_settings()
+    bind_models(settings.table_prefix, settings.region)
+    return DynamoLedgerStore(settings.region)
+
+
+def get_ledger_store():
+    return _get("ledger_store", _build_ledger_store)
+
+
+def get_staff_store():
+    def build():
+        from chalicelib.storage.staff import DynamoStaffStore
+
+        get_ledger_store()  # binds the models to this stage's tables
+        return DynamoStaffStore()
+
+    return _get("staff_store", build)
+
+
+def get_card_authority():
+    def build():
+        from chalicelib.auth.cards import authority_from_settings
+        from chalicelib.config import get_settings
+
+        return authority_from_settings(get_settings())
+
+    return _get("card_authority", build)
+
+
+def get_settings():
+    from chalicelib.config import get_settings as settings
+
+    return _get("settings", settings)
+
+
+def get_clock() -> Callable[[], float]:
+    return _get("clock", lambda: time.time)
+
+
+def override(**replacements: Any) -> None:
+    _overrides.update(replacements)
+
+
+def reset() -> None:
+    _overrides.clear()
+    _cache.clear()

@@ -1,0 +1,116 @@
+"""Request parsing and the error table of the HTTP edge.
+
+`endpoint` wraps every view: a `DomainError` becomes the DESIGN §5 error body with its stable code and
+status; anything unexpected becomes a 500 `internal_error` with no stack trace, logged with the request
+id. Bodies are parsed here, with a size limit and a nesting limit, so that bad input always gets a clear
+400 and never reaches a service.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import uuid
+from typing import Any, Callable
+
+from chalice import Response
+
+from chalicelib import errors
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8
+
+
+def request_id(request) -> str:
+    context = getattr(request, "context", None) or {}
+    identifier = context.get("requestId")
+    if not identifier:
+        identifier = str(uuid.uuid4())
+        context["requestId"] = identifier
+    return identifier
+
+
+def error_response(error: errors.DomainError, request) -> Response:
+    body = {"error": {"code": error.code, "message": error.message, "request_id": request_id(request)}}
+    field = error.details.get("field")
+    if field:
+        body["error"]["field"] = field
+    return Response(body=body, status_code=error.status, headers={"Content-Type": "application/json"})
+
+
+def endpoint(app_or_blueprint) -> Callable:
+    """Decorate a view so that domain errors and failures come out as the standard error body."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            request = app_or_blueprint.current_request
+            try:
+                return view(*args, **kwargs)
+            except errors.DomainError as error:
+                request.context["error_code"] = error.code
+                return error_response(error, request)
+            except Exception:
+                from chalicelib.observability import get_logger
+
+                get_logger().exception("unhandled error", extra={"request_id": request_id(request)})
+                request.context["error_code"] = "internal_error"
+                failure = errors.DomainError("システムエラーが発生しました。しばらくしてからもう一度お試しください。")
+                failure.code, failure.status = "internal_error", 500
+                return error_response(failure, request)
+
+        return wrapped
+
+    return decorate
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([level] + [_depth(child, level + 1) for child in value.values()])
+    if isinstance(value, list):
+        return max([level] + [_depth(child, level + 1) for child in value])
+    return level
+
+
+def raw_body(request) -> bytes:
+    body = request.raw_body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise errors.RequestTooLarge()
+    return body
+
+
+def json_object(request) -> dict:
+    body = raw_body(request)
+    try:
+        parsed = json.loads(body.decode("utf-8")) if body else None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise errors.ValidationFailed("本文が正しい JSON ではありません。") from error
+    if not isinstance(parsed, dict):
+        raise errors.ValidationFailed("本文は JSON オブジェクトで送ってください。")
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise errors.ValidationFailed("JSON の入れ子が深すぎます。")
+    return parsed
+
+
+def required(body: dict, field: str) -> Any:
+    if field not in body or body[field] is None:
+        raise errors.ValidationFailed(f"{field} がありません。", field=field)
+    return body[field]
+
+
+def refuse_unknown_fields(body: dict, allowed: set[str], where: str = "") -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise errors.ValidationFailed(f"{where}未知の項目があります: {', '.join(unknown)}", field=unknown[0])
+
+
+def fingerprint(body: dict, *extra: str) -> str:
+    """What makes two requests "the same body" for idempotency: the parsed body, key order aside."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256("\n".join((canonical,) + extra).encode("utf-8")).hexdigest()
+
+
+def created(body: dict) -> Response:
+    return Response(body=body, status_code=201, headers={"Content-Type": "application/json"})

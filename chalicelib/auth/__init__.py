@@ -1,0 +1,1 @@
+"""Authentication: terminal request signatures, card certificates and signatures, staff sessions."""

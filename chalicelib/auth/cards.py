@@ -1,0 +1,96 @@
+"""Card certificates and card signatures (DESIGN §3, §5, §7).
+
+A card presents its user-authentication certificate (DER). The platform accepts it only if a CA in the
+configured trust store issued it and it is within its validity period; it then knows the card by a keyed
+hash of the issuer and serial, never the serial itself. Above a programme's PIN-free limit the card must
+also sign the payment's byte string with its private key (RSA PKCS#1 v1.5, SHA-256), which needs the PIN.
+
+`cryptography` is imported lazily: it is only needed once a card is presented.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from chalicelib import errors
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    certificate_key: str
+    public_key: object  # cryptography RSAPublicKey
+
+
+def payment_message(transfer_id: str, terminal_id: str, municipality_code: str, amount: int, signed_at: int) -> bytes:
+    return (
+        f"JPKI-PAYMENT-V1\n{transfer_id}\n{terminal_id}\n{municipality_code}\n{amount}\n{signed_at}".encode("utf-8")
+    )
+
+
+def certificate_key(secret: bytes, issuer_der: bytes, serial_number: int) -> str:
+    """The keyed hash under which a certificate is known: HMAC-SHA-256 of issuer and serial."""
+    message = hashlib.sha256(issuer_der).hexdigest().encode() + b"\n" + format(serial_number, "x").encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+class CardAuthority:
+    """Verifies card certificates against a trust store and card signatures against their certificate."""
+
+    def __init__(self, trust_anchors_pem: bytes, hash_secret: bytes):
+        from cryptography import x509
+
+        self._anchors = x509.load_pem_x509_certificates(trust_anchors_pem) if trust_anchors_pem.strip() else []
+        self._hash_secret = hash_secret
+
+    def verify_certificate(self, certificate_der: bytes, now: float) -> VerifiedCertificate:
+        from cryptography import x509
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            certificate = x509.load_der_x509_certificate(certificate_der)
+        except ValueError as error:
+            raise errors.CardCertificateInvalid() from error
+        moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        if not (certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc):
+            raise errors.CardCertificateInvalid("カードの証明書の有効期間外です。")
+        for anchor in self._anchors:
+            if anchor.subject != certificate.issuer:
+                continue
+            try:
+                certificate.verify_directly_issued_by(anchor)
+            except (InvalidSignature, ValueError, TypeError):
+                # Another CA with the same name (a renewed anchor) may still have issued it.
+                continue
+            return VerifiedCertificate(
+                certificate_key=certificate_key(
+                    self._hash_secret, certificate.issuer.public_bytes(), certificate.serial_number
+                ),
+                public_key=certificate.public_key(),
+            )
+        raise errors.CardCertificateInvalid()
+
+    @staticmethod
+    def verify_signature(verified: VerifiedCertificate, message: bytes, signature: bytes) -> None:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        try:
+            verified.public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, ValueError, TypeError, AttributeError) as error:
+            raise errors.CardSignatureInvalid() from error
+
+
+@functools.lru_cache(maxsize=4)
+def _read_trust_store(path: str) -> bytes:
+    if not path:
+        return b""
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def authority_from_settings(settings) -> CardAuthority:
+    return CardAuthority(_read_trust_store(settings.card_trust_store_path), settings.card_hash_secret)

@@ -1,0 +1,1 @@
+"""Pure domain rules: identifiers, amounts, expiry lots. No I/O here."""

@@ -1,0 +1,172 @@
+"""Domain errors: plain exception classes, one per refusal the API can give.
+
+Each class names its stable error `code` and HTTP `status`; the edge (`chalicelib.api.errors`) turns
+them into the DESIGN §5 error body. Messages are Japanese because shop owners, staff and residents read
+them; code never looks at message text, only at the class.
+"""
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code = "domain_error"
+    status = 400
+    message = "リクエストを処理できませんでした。"
+
+    def __init__(self, message: str | None = None, **details):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+
+
+class ValidationFailed(DomainError):
+    code = "validation_failed"
+    status = 400
+    message = "入力内容に誤りがあります。"
+
+
+class InvalidMunicipalityCode(ValidationFailed):
+    code = "invalid_municipality_code"
+    message = "自治体コードが正しくありません（6桁・検査数字付き）。"
+
+
+class InvalidMykeyId(ValidationFailed):
+    code = "invalid_mykey_id"
+    message = "マイキーIDが正しくありません（英大文字と数字2〜9の8文字）。"
+
+
+class InvalidAmount(ValidationFailed):
+    code = "invalid_amount"
+    message = "ポイント数が正しくありません。"
+
+
+class IndividualNumberForbidden(ValidationFailed):
+    code = "individual_number_forbidden"
+    message = "個人番号（マイナンバー）は受け付けられません。"
+
+
+class RequestTooLarge(DomainError):
+    code = "request_too_large"
+    status = 413
+    message = "リクエストが大きすぎます。"
+
+
+class TerminalAuthenticationFailed(DomainError):
+    code = "terminal_authentication_failed"
+    status = 401
+    message = "端末の認証に失敗しました。"
+
+
+class StaffAuthenticationFailed(DomainError):
+    code = "staff_authentication_failed"
+    status = 401
+    message = "職員の認証に失敗しました。もう一度サインインしてください。"
+
+
+class StaffForbidden(DomainError):
+    code = "staff_forbidden"
+    status = 403
+    message = "この操作の権限がありません。"
+
+
+class CardCertificateInvalid(DomainError):
+    code = "card_certificate_invalid"
+    status = 401
+    message = "カードの証明書を確認できませんでした。"
+
+
+class CardUnknown(DomainError):
+    code = "card_unknown"
+    status = 404
+    message = "このカードは登録されていません。"
+
+
+class CardRevoked(DomainError):
+    code = "card_revoked"
+    status = 403
+    message = "このカードは利用停止または失効しています。"
+
+
+class CardSignatureRequired(DomainError):
+    code = "card_signature_required"
+    status = 401
+    message = "この金額には暗証番号の入力が必要です。"
+
+
+class CardSignatureInvalid(DomainError):
+    code = "card_signature_invalid"
+    status = 401
+    message = "カードの署名を確認できませんでした。"
+
+
+class CardSignatureExpired(DomainError):
+    code = "card_signature_expired"
+    status = 401
+    message = "カードの署名の有効期限が切れました。もう一度カードをかざしてください。"
+
+
+class MunicipalityNotFound(DomainError):
+    code = "municipality_not_found"
+    status = 404
+    message = "自治体が見つかりません。"
+
+
+class MerchantNotAcceptingMunicipality(DomainError):
+    code = "merchant_not_accepting_municipality"
+    status = 403
+    message = "この店舗ではこの自治体のポイントは使えません。"
+
+
+class InsufficientBalance(DomainError):
+    code = "insufficient_balance"
+    status = 409
+    message = "ポイント残高が足りません。"
+
+
+class TransferIdConflict(DomainError):
+    code = "transfer_id_conflict"
+    status = 409
+    message = "この取引IDは別の内容で使われています。"
+
+
+class TransferNotFound(DomainError):
+    code = "transfer_not_found"
+    status = 404
+    message = "取引が見つかりません。"
+
+
+class RefundExceedsPayment(DomainError):
+    code = "refund_exceeds_payment"
+    status = 409
+    message = "返金額が支払額の残りを超えています。"
+
+
+class RefundNotAllowed(DomainError):
+    code = "refund_not_allowed"
+    status = 403
+    message = "この取引はこの店舗から返金できません。"
+
+
+class BudgetExceeded(DomainError):
+    code = "budget_exceeded"
+    status = 409
+    message = "予算の残りを超えるため付与できません。"
+
+
+class ConcurrentUpdate(DomainError):
+    """Raised only when a wallet stays contended after every retry; the client may safely retry."""
+
+    code = "concurrent_update"
+    status = 503
+    message = "混み合っています。同じ内容でもう一度お試しください。"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+    message = "見つかりません。"
+
+
+class MykeyIdUnknown(DomainError):
+    code = "mykey_id_unknown"
+    status = 404
+    message = "このマイキーIDは登録されていません。番号をご確認ください。"

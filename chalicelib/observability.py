@@ -1,0 +1,78 @@
+"""Structured logs and metrics with Powertools, imported on first use so cold start stays low.
+
+`http_middleware` gives every request a request id, logs one JSON line when it ends (method, route,
+status, duration, error code, terminal or staff id) and publishes the metrics the request counted:
+`PaymentsPosted`, `GrantsPosted`, `RefundsPosted`, and `Refusals` with the error code as a dimension.
+Metrics go out as CloudWatch embedded metric format on standard output, so they cost no API call.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+SERVICE_NAME = "municipal-point-cloud"
+NAMESPACE = "MunicipalPointCloud"
+
+
+@functools.lru_cache(maxsize=1)
+def get_logger():
+    from aws_lambda_powertools import Logger
+
+    return Logger(service=SERVICE_NAME)
+
+
+@functools.lru_cache(maxsize=1)
+def get_metrics():
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(namespace=NAMESPACE, service=SERVICE_NAME)
+
+
+_pending_counts: list[str] = []
+
+
+def count(metric_name: str) -> None:
+    """Count one business event in the current request; published when the request ends."""
+    _pending_counts.append(metric_name)
+
+
+def _publish(error_code: str | None) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    metrics = get_metrics()
+    for name in _pending_counts:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    _pending_counts.clear()
+    if error_code:
+        with single_metric(name="Refusals", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+            metric.add_dimension(name="code", value=error_code)
+    if metrics.metric_set:
+        metrics.flush_metrics()
+
+
+def http_middleware(event, get_response):
+    from chalicelib.api.http import request_id
+
+    started = time.perf_counter()
+    _pending_counts.clear()
+    identifier = request_id(event)
+    logger = get_logger()
+    logger.set_correlation_id(identifier)
+    response = get_response(event)
+    error_code = event.context.get("error_code")
+    logger.info(
+        "request",
+        extra={
+            "request_id": identifier,
+            "method": event.method,
+            "route": event.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "error_code": error_code,
+            "terminal_id": event.context.get("terminal_id"),
+            "staff_id": event.context.get("staff_id"),
+        },
+    )
+    _publish(error_code)
+    response.headers["X-Request-Id"] = identifier
+    return response

@@ -1,0 +1,50 @@
+"""Registering municipalities, merchants, terminals and cards (the platform operator's side).
+
+Issue-level flows (the onboarding stack, the staff console, card registration) build on these; the local
+cloud's seed and the tests use them directly.
+"""
+from __future__ import annotations
+
+from chalicelib.domain import identifiers
+from chalicelib.services import ports
+from chalicelib.services.ledger import budget_counter_id
+
+MERCHANT_KINDS = ("shop", "large_store", "public_facility")
+
+
+def register_municipality(store, municipality: ports.Municipality) -> None:
+    """Store the programme and split its budget evenly over its shards (the remainder to shard 0)."""
+    identifiers.municipality_code(municipality.code)
+    if municipality.budget_shards < 1:
+        raise ValueError("budget_shards must be at least 1")
+    store.put_municipality(municipality)
+    share, remainder = divmod(municipality.budget_total, municipality.budget_shards)
+    for shard in range(municipality.budget_shards):
+        store.put_counter(budget_counter_id(municipality.code, shard), share + (remainder if shard == 0 else 0))
+
+
+def register_merchant(store, merchant: ports.Merchant) -> None:
+    identifiers.plain_identifier(merchant.merchant_id, "merchant_id")
+    if merchant.kind not in MERCHANT_KINDS:
+        raise ValueError(f"merchant kind must be one of {MERCHANT_KINDS}")
+    for code in merchant.accepted_municipalities:
+        identifiers.municipality_code(code, "accepted_municipalities")
+    store.put_merchant(merchant)
+
+
+def register_terminal(store, terminal: ports.Terminal) -> None:
+    identifiers.plain_identifier(terminal.terminal_id, "terminal_id")
+    store.put_terminal(terminal)
+
+
+def register_card(store, certificate_key: str, mykey_id: str, home_municipality_code: str | None, registered_at: str) -> None:
+    """The minimal card → MyKey ID binding used for seeded test cards; the registration flow is separate."""
+    store.put_card(
+        ports.Card(
+            certificate_key=certificate_key,
+            mykey_id=identifiers.mykey_id(mykey_id),
+            status="active",
+            home_municipality_code=home_municipality_code,
+            registered_at=registered_at,
+        )
+    )

@@ -1,0 +1,117 @@
+"""Municipal staff sign-in, sessions and roles.
+
+Staff sign in with their id and password and receive a session token; the token is stored only as its
+SHA-256 hash. A session ends on sign-out, after `idle_seconds` without a request (shared counter
+terminals are the main cause of misdirected points when staff forget to sign out), and after eight
+hours whatever happens. Each session is scoped to the staff member's one municipality and role, and
+works the same under `chalice local` and behind API Gateway because it is checked inside the function.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from chalicelib import errors
+
+VIEWER, OPERATOR, APPROVER = "viewer", "operator", "approver"
+ROLES = (VIEWER, OPERATOR, APPROVER)
+_ROLE_RANK = {VIEWER: 0, OPERATOR: 1, APPROVER: 2}
+SESSION_MAX_SECONDS = 8 * 3600
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class StaffAccount:
+    staff_id: str
+    municipality_code: str
+    role: str
+    password_hash: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    session_key: str
+    staff_id: str
+    municipality_code: str
+    role: str
+    last_seen_at: int
+    expires_at: int
+
+
+class StaffStore(Protocol):
+    def get_staff(self, staff_id: str) -> StaffAccount | None: ...
+    def put_staff(self, account: StaffAccount) -> None: ...
+    def put_session(self, session: StaffSession) -> None: ...
+    def get_session(self, session_key: str) -> StaffSession | None: ...
+    def touch_session(self, session_key: str, last_seen_at: int) -> None: ...
+    def delete_session(self, session_key: str) -> None: ...
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    expected = hash_password(password, bytes.fromhex(salt_hex)).split("$")[2]
+    return hmac.compare_digest(expected, digest_hex)
+
+
+def session_key(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[], float]) -> tuple[str, StaffSession]:
+    account = store.get_staff(staff_id)
+    # The same refusal whether the id or the password is wrong: no hint about which staff ids exist.
+    if account is None or not account.active or not password_matches(password, account.password_hash):
+        raise errors.StaffAuthenticationFailed("職員IDまたはパスワードが正しくありません。")
+    now = int(clock())
+    token = secrets.token_urlsafe(32)
+    session = StaffSession(
+        session_key=session_key(token),
+        staff_id=account.staff_id,
+        municipality_code=account.municipality_code,
+        role=account.role,
+        last_seen_at=now,
+        expires_at=now + SESSION_MAX_SECONDS,
+    )
+    store.put_session(session)
+    return token, session
+
+
+def authenticate(store: StaffStore, token: str | None, idle_seconds: int, clock: Callable[[], float]) -> StaffSession:
+    if not token:
+        raise errors.StaffAuthenticationFailed()
+    now = int(clock())
+    session = store.get_session(session_key(token))
+    if session is None:
+        raise errors.StaffAuthenticationFailed()
+    if now - session.last_seen_at > idle_seconds or now >= session.expires_at:
+        store.delete_session(session.session_key)
+        raise errors.StaffAuthenticationFailed("一定時間操作がなかったためサインアウトしました。もう一度サインインしてください。")
+    store.touch_session(session.session_key, now)
+    return session
+
+
+def authorize(session: StaffSession, municipality_code: str, minimum_role: str) -> None:
+    """Staff act only on their own municipality, and only with a role at least `minimum_role`."""
+    if session.municipality_code != municipality_code:
+        raise errors.StaffForbidden("他の自治体のデータにはアクセスできません。")
+    if _ROLE_RANK.get(session.role, -1) < _ROLE_RANK[minimum_role]:
+        raise errors.StaffForbidden()
+
+
+def sign_out(store: StaffStore, token: str) -> None:
+    store.delete_session(session_key(token))

@@ -1,0 +1,404 @@
+"""The ledger store on DynamoDB, through the PynamoDB models.
+
+Every money movement is one `TransactWriteItems` (DESIGN §4): the transfer record's Put, guarded by
+`attribute_not_exists` (the idempotency guard), the wallet's Update, guarded by its version and by
+`balance >= :amount` when points leave it, and any counters (budget shards, refund totals) with their
+own guards. When DynamoDB cancels the transaction, its cancellation reasons say which guard failed, and
+the item returned with `ALL_OLD` tells the service what it found, so no extra read is needed to retry
+or to answer a replay.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Iterable, Iterator
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.services import ports
+from chalicelib.storage.models import (
+    EXPIRY_INDEX_SHARDS,
+    MUNICIPALITY_INDEX_SHARDS,
+    CardModel,
+    CounterModel,
+    MerchantModel,
+    MunicipalityModel,
+    NonceModel,
+    TerminalModel,
+    TransferModel,
+    WalletModel,
+)
+
+_ALL_OLD = "ALL_OLD"
+# Reasons DynamoDB gives for a cancelled transaction that a plain retry can clear.
+_TRANSIENT_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+
+
+def municipality_shard(municipality_code: str, transfer_id: str) -> str:
+    return f"{municipality_code}#{zlib.crc32(transfer_id.encode()) % MUNICIPALITY_INDEX_SHARDS}"
+
+
+def expiry_shard(mykey_id: str) -> str:
+    return str(zlib.crc32(mykey_id.encode()) % EXPIRY_INDEX_SHARDS)
+
+
+def _lots_from_item(raw) -> dict[str, int]:
+    data = raw.as_dict() if hasattr(raw, "as_dict") else (raw or {})
+    return {str(day): int(points) for day, points in data.items()}
+
+
+def _transfer_from_model(item: TransferModel) -> ports.Transfer:
+    return ports.Transfer(
+        transfer_id=item.transfer_id,
+        kind=item.kind,
+        debit_account=item.debit_account,
+        credit_account=item.credit_account,
+        amount=int(item.amount),
+        municipality_code=item.municipality_code,
+        mykey_id=item.mykey_id,
+        posted_at=item.posted_at,
+        request_fingerprint=item.request_fingerprint,
+        balance_after=int(item.balance_after),
+        lots=_lots_from_item(item.lots),
+        merchant_id=item.merchant_id,
+        terminal_id=item.terminal_id,
+        related_transfer_id=item.related_transfer_id,
+        reason=item.reason,
+        staff_id=item.staff_id,
+    )
+
+
+def _wallet_from_model(item: WalletModel) -> ports.Wallet:
+    return ports.Wallet(
+        mykey_id=item.mykey_id,
+        municipality_code=item.municipality_code,
+        balance=int(item.balance or 0),
+        lots=_lots_from_item(item.lots),
+        version=int(item.version or 0),
+    )
+
+
+class DynamoLedgerStore:
+    """`LedgerStore` on DynamoDB. Stateless apart from its connection, so one instance serves a Lambda."""
+
+    def __init__(self, region: str):
+        self._connection = Connection(region=region)
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def get_municipality(self, code: str) -> ports.Municipality | None:
+        item = self._get(MunicipalityModel, code)
+        if item is None or not item.active:
+            return None
+        return ports.Municipality(
+            code=item.municipality_code,
+            name=item.name,
+            point_name=item.point_name,
+            expiry_rule=item.expiry_rule.as_dict() if hasattr(item.expiry_rule, "as_dict") else dict(item.expiry_rule),
+            pin_free_limit=int(item.pin_free_limit),
+            max_amount=int(item.max_amount),
+            budget_total=int(item.budget_total),
+            budget_shards=int(item.budget_shards),
+        )
+
+    def get_merchant(self, merchant_id: str) -> ports.Merchant | None:
+        item = self._get(MerchantModel, merchant_id)
+        return self._merchant(item) if item else None
+
+    def get_merchants(self, merchant_ids: Iterable[str]) -> dict[str, ports.Merchant]:
+        keys = sorted(set(merchant_ids))
+        if not keys:
+            return {}
+        return {item.merchant_id: self._merchant(item) for item in MerchantModel.batch_get(keys)}
+
+    @staticmethod
+    def _merchant(item: MerchantModel) -> ports.Merchant:
+        return ports.Merchant(
+            merchant_id=item.merchant_id,
+            name=item.name,
+            kind=item.kind,
+            municipality_code=item.municipality_code,
+            accepted_municipalities=frozenset(item.accepted_municipalities or ()),
+            active=bool(item.active),
+        )
+
+    def get_terminal(self, terminal_id: str) -> ports.Terminal | None:
+        item = self._get(TerminalModel, terminal_id)
+        if item is None:
+            return None
+        return ports.Terminal(
+            terminal_id=item.terminal_id,
+            merchant_id=item.merchant_id,
+            public_key=item.public_key,
+            active=bool(item.active),
+            label=item.label,
+        )
+
+    def get_card(self, certificate_key: str) -> ports.Card | None:
+        item = self._get(CardModel, certificate_key)
+        if item is None:
+            return None
+        return ports.Card(
+            certificate_key=item.certificate_key,
+            mykey_id=item.mykey_id,
+            status=item.status,
+            home_municipality_code=item.home_municipality_code,
+            registered_at=item.registered_at,
+        )
+
+    def mykey_exists(self, mykey_id: str) -> bool:
+        return any(True for _ in CardModel.by_mykey.query(mykey_id, limit=1))
+
+    def get_wallet(self, mykey_id: str, municipality_code: str) -> ports.Wallet:
+        item = self._get(WalletModel, mykey_id, municipality_code, consistent_read=True)
+        if item is None:
+            return ports.Wallet(mykey_id=mykey_id, municipality_code=municipality_code)
+        return _wallet_from_model(item)
+
+    def list_wallets(self, mykey_id: str) -> list[ports.Wallet]:
+        return [_wallet_from_model(item) for item in WalletModel.query(mykey_id, consistent_read=True)]
+
+    def wallets_of_municipality(self, municipality_code: str) -> Iterator[ports.Wallet]:
+        # Reports and reconciliation only: a full scan, never on a payment's path.
+        for item in WalletModel.scan(WalletModel.municipality_code == municipality_code, consistent_read=True):
+            yield _wallet_from_model(item)
+
+    def wallets_due_for_expiry(self, before_date: str) -> Iterator[tuple[str, str]]:
+        for shard in range(EXPIRY_INDEX_SHARDS):
+            for item in WalletModel.by_expiry.query(str(shard), WalletModel.next_expires_on < before_date):
+                yield item.mykey_id, item.municipality_code
+
+    def get_transfer(self, transfer_id: str) -> ports.Transfer | None:
+        item = self._get(TransferModel, transfer_id, consistent_read=True)
+        return _transfer_from_model(item) if item else None
+
+    def get_counter(self, counter_id: str) -> int:
+        item = self._get(CounterModel, counter_id, consistent_read=True)
+        return int(item.value) if item else 0
+
+    def get_counters(self, counter_ids: list[str]) -> dict[str, int]:
+        values = {counter_id: 0 for counter_id in counter_ids}
+        for item in CounterModel.batch_get(counter_ids, consistent_read=True):
+            values[item.counter_id] = int(item.value)
+        return values
+
+    def transfers_of_municipality(
+        self, municipality_code: str, start: str | None = None, end: str | None = None
+    ) -> Iterator[ports.PostedAmount]:
+        if start and end:
+            condition = TransferModel.posted_at.between(start, end)
+        elif start:
+            condition = TransferModel.posted_at >= start
+        elif end:
+            condition = TransferModel.posted_at <= end
+        else:
+            condition = None
+        for shard in range(MUNICIPALITY_INDEX_SHARDS):
+            for item in TransferModel.by_municipality.query(f"{municipality_code}#{shard}", condition):
+                yield ports.PostedAmount(
+                    transfer_id=item.transfer_id,
+                    kind=item.kind,
+                    amount=int(item.amount),
+                    merchant_id=item.merchant_id,
+                    posted_at=item.posted_at,
+                )
+
+    def transfers_of_mykey(self, mykey_id: str, limit: int = 100) -> list[ports.Transfer]:
+        items = TransferModel.by_mykey.query(mykey_id, scan_index_forward=False, limit=limit)
+        return [_transfer_from_model(item) for item in items]
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def use_nonce(self, nonce_key: str, expires_at: int) -> bool:
+        try:
+            NonceModel(nonce_key, expires_at=expires_at).save(condition=NonceModel.nonce_key.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def post_transfer(
+        self, transfer: ports.Transfer, wallet: ports.WalletWrite, counters: list[ports.CounterWrite]
+    ) -> None:
+        roles = [("transfer", None), ("wallet", None)] + [("counter", counter.counter_id) for counter in counters]
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(
+                    self._transfer_model(transfer),
+                    condition=TransferModel.transfer_id.does_not_exist(),
+                    return_values=_ALL_OLD,
+                )
+                self._add_wallet_update(transaction, wallet)
+                for counter in counters:
+                    self._add_counter_update(transaction, counter)
+        except TransactWriteError as error:
+            self._raise_outcome(error, roles)
+
+    def move_counter(self, source_id: str, target_id: str, amount: int) -> None:
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                self._add_counter_update(transaction, ports.CounterWrite(source_id, -amount, "at_least", amount))
+                transaction.update(
+                    CounterModel(target_id),
+                    actions=[CounterModel.value.add(amount)],
+                    condition=CounterModel.counter_id.exists(),
+                )
+        except TransactWriteError as error:
+            self._raise_outcome(error, [("counter", source_id), ("counter", target_id)])
+
+    # -- seeding and administration ------------------------------------------------------------------
+
+    def put_municipality(self, municipality: ports.Municipality) -> None:
+        MunicipalityModel(
+            municipality.code,
+            name=municipality.name,
+            point_name=municipality.point_name,
+            expiry_rule=municipality.expiry_rule,
+            pin_free_limit=municipality.pin_free_limit,
+            max_amount=municipality.max_amount,
+            budget_total=municipality.budget_total,
+            budget_shards=municipality.budget_shards,
+        ).save()
+
+    def put_counter(self, counter_id: str, value: int) -> None:
+        CounterModel(counter_id, value=value).save()
+
+    def put_merchant(self, merchant: ports.Merchant) -> None:
+        MerchantModel(
+            merchant.merchant_id,
+            name=merchant.name,
+            kind=merchant.kind,
+            municipality_code=merchant.municipality_code,
+            accepted_municipalities=set(merchant.accepted_municipalities),
+            active=merchant.active,
+        ).save()
+
+    def put_terminal(self, terminal: ports.Terminal) -> None:
+        TerminalModel(
+            terminal.terminal_id,
+            merchant_id=terminal.merchant_id,
+            public_key=terminal.public_key,
+            active=terminal.active,
+            label=terminal.label,
+        ).save()
+
+    def put_card(self, card: ports.Card) -> None:
+        CardModel(
+            card.certificate_key,
+            mykey_id=card.mykey_id,
+            status=card.status,
+            home_municipality_code=card.home_municipality_code,
+            registered_at=card.registered_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        ).save()
+
+    def set_card_status(self, certificate_key: str, status: str) -> None:
+        CardModel(certificate_key).update(actions=[CardModel.status.set(status)], condition=CardModel.certificate_key.exists())
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(model, hash_key, range_key=None, consistent_read=False):
+        try:
+            return model.get(hash_key, range_key, consistent_read=consistent_read)
+        except model.DoesNotExist:
+            return None
+
+    @staticmethod
+    def _transfer_model(transfer: ports.Transfer) -> TransferModel:
+        return TransferModel(
+            transfer.transfer_id,
+            kind=transfer.kind,
+            debit_account=transfer.debit_account,
+            credit_account=transfer.credit_account,
+            amount=transfer.amount,
+            municipality_code=transfer.municipality_code,
+            municipality_shard=municipality_shard(transfer.municipality_code, transfer.transfer_id),
+            mykey_id=transfer.mykey_id,
+            posted_at=transfer.posted_at,
+            request_fingerprint=transfer.request_fingerprint,
+            balance_after=transfer.balance_after,
+            lots=dict(transfer.lots),
+            merchant_id=transfer.merchant_id,
+            terminal_id=transfer.terminal_id,
+            related_transfer_id=transfer.related_transfer_id,
+            reason=transfer.reason,
+            staff_id=transfer.staff_id,
+        )
+
+    @staticmethod
+    def _add_wallet_update(transaction: TransactWrite, wallet: ports.WalletWrite) -> None:
+        lots = {day: points for day, points in wallet.new_lots.items() if points > 0}
+        next_expires_on = min(lots) if lots else None
+        actions = [
+            WalletModel.balance.set(sum(lots.values())),
+            WalletModel.lots.set(lots),
+            WalletModel.version.set(wallet.expected_version + 1),
+            WalletModel.updated_at.set(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+        ]
+        if next_expires_on:
+            actions += [
+                WalletModel.next_expires_on.set(next_expires_on),
+                WalletModel.expiry_shard.set(expiry_shard(wallet.mykey_id)),
+            ]
+        else:
+            # An empty wallet leaves the sparse expiry index altogether.
+            actions += [WalletModel.next_expires_on.remove(), WalletModel.expiry_shard.remove()]
+        if wallet.expected_version == 0:
+            condition = WalletModel.mykey_id.does_not_exist()
+        else:
+            condition = WalletModel.version == wallet.expected_version
+            if wallet.debit_amount:
+                condition &= WalletModel.balance >= wallet.debit_amount
+        transaction.update(
+            WalletModel(wallet.mykey_id, wallet.municipality_code),
+            actions=actions,
+            condition=condition,
+            return_values=_ALL_OLD,
+        )
+
+    @staticmethod
+    def _add_counter_update(transaction: TransactWrite, counter: ports.CounterWrite) -> None:
+        if counter.condition == "at_least":
+            condition = CounterModel.value >= counter.bound
+        elif counter.condition == "equals":
+            condition = CounterModel.value == counter.bound
+            if counter.bound == 0:
+                condition = CounterModel.counter_id.does_not_exist() | condition
+        else:
+            raise ValueError(f"unknown counter condition {counter.condition}")
+        transaction.update(
+            CounterModel(counter.counter_id),
+            actions=[CounterModel.value.add(counter.delta)],
+            condition=condition,
+            return_values=_ALL_OLD,
+        )
+
+    @staticmethod
+    def _raise_outcome(error: TransactWriteError, items: list[tuple[str, str | None]]) -> None:
+        reasons = error.cancellation_reasons
+        if not reasons:
+            if error.cause_response_code in {"ThrottlingException", "ProvisionedThroughputExceededException"}:
+                raise ports.WriteContention(error.cause_response_code) from error
+            raise error
+        codes = [reason.code if reason else None for reason in reasons]
+        # The idempotency guard speaks first: a replay must return the first outcome, whatever else failed.
+        for (role, counter_id), reason in zip(items, reasons):
+            if reason is None or reason.code != "ConditionalCheckFailed":
+                continue
+            if role == "transfer":
+                raise ports.TransferAlreadyPosted(_transfer_from_model(TransferModel.from_raw_data(reason.raw_item))) from error
+        for (role, counter_id), reason in zip(items, reasons):
+            if reason is None or reason.code != "ConditionalCheckFailed":
+                continue
+            if role == "wallet":
+                current = _wallet_from_model(WalletModel.from_raw_data(reason.raw_item)) if reason.raw_item else None
+                raise ports.WalletChanged(current) from error
+            if role == "counter":
+                value = int(reason.raw_item["value"]["N"]) if reason.raw_item and "value" in reason.raw_item else None
+                raise ports.CounterConditionFailed(counter_id, value) from error
+        if any(code in _TRANSIENT_REASONS for code in codes):
+            raise ports.WriteContention(",".join(str(code) for code in codes)) from error
+        raise error

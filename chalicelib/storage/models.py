@@ -1,0 +1,282 @@
+"""PynamoDB models: the one place where every table, key, index and TTL is defined.
+
+The local bootstrap (`chalicelib.storage.schema.create_tables`) and the CloudFormation resources in
+`infrastructure/` are both generated from these classes, so the code, the local cloud and the deployed
+stack cannot drift apart. Table names carry a stage prefix that is applied on first use
+(`bind_models`), never at import time.
+
+What each attribute holds, and why, is listed in `docs/DATA.md`. Nothing here stores a name, an address,
+a birth date, an Individual Number or a certificate serial in clear.
+"""
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, AllProjection
+from pynamodb.models import Model
+
+# Shards spread index writes so that no index partition is written by every transfer of a municipality
+# (DESIGN §4: no hot items). Readers query every shard.
+MUNICIPALITY_INDEX_SHARDS = 10
+EXPIRY_INDEX_SHARDS = 16
+
+
+class ByMunicipalityIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_municipality"
+        projection = IncludeProjection(["kind", "amount", "merchant_id", "transfer_id"])
+
+    municipality_shard = UnicodeAttribute(hash_key=True)
+    posted_at = UnicodeAttribute(range_key=True)
+
+
+class ByMykeyIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_mykey"
+        projection = AllProjection()
+
+    mykey_id = UnicodeAttribute(hash_key=True)
+    posted_at = UnicodeAttribute(range_key=True)
+
+
+class ByMerchantIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_merchant"
+        projection = IncludeProjection(["kind", "amount", "municipality_code", "transfer_id", "terminal_id"])
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    posted_at = UnicodeAttribute(range_key=True)
+
+
+class TransferModel(Model):
+    """An immutable movement of points from a debit account to a credit account."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "transfers"
+        table_name = "transfers"
+        billing_mode = "pay_per_request"
+
+    transfer_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    debit_account = UnicodeAttribute()
+    credit_account = UnicodeAttribute()
+    amount = NumberAttribute()
+    municipality_code = UnicodeAttribute()
+    municipality_shard = UnicodeAttribute()
+    mykey_id = UnicodeAttribute()
+    posted_at = UnicodeAttribute()
+    request_fingerprint = UnicodeAttribute()
+    balance_after = NumberAttribute()
+    lots = MapAttribute(default=dict)
+    merchant_id = UnicodeAttribute(null=True)
+    terminal_id = UnicodeAttribute(null=True)
+    related_transfer_id = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    staff_id = UnicodeAttribute(null=True)
+
+    by_municipality = ByMunicipalityIndex()
+    by_mykey = ByMykeyIndex()
+    by_merchant = ByMerchantIndex()
+
+
+class ByExpiryIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_expiry"
+        projection = KeysOnlyProjection()
+
+    expiry_shard = UnicodeAttribute(hash_key=True)
+    next_expires_on = UnicodeAttribute(range_key=True)
+
+
+class WalletModel(Model):
+    """One resident's points of one municipality, as expiry lots."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "wallets"
+        table_name = "wallets"
+        billing_mode = "pay_per_request"
+
+    mykey_id = UnicodeAttribute(hash_key=True)
+    municipality_code = UnicodeAttribute(range_key=True)
+    balance = NumberAttribute(default=0)
+    lots = MapAttribute(default=dict)
+    # Incremented by every write: the optimistic-concurrency guard of each transaction.
+    version = NumberAttribute(default=0)
+    next_expires_on = UnicodeAttribute(null=True)
+    expiry_shard = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+
+    by_expiry = ByExpiryIndex()
+
+
+class CounterModel(Model):
+    """Numbers guarded by conditions: budget shards (`budget#<code>#<n>`) and refund totals (`refunded#<id>`)."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "counters"
+        table_name = "counters"
+        billing_mode = "pay_per_request"
+
+    counter_id = UnicodeAttribute(hash_key=True)
+    value = NumberAttribute(default=0)
+
+
+class MunicipalityModel(Model):
+    """A municipality and its point programme."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "municipalities"
+        table_name = "municipalities"
+        billing_mode = "pay_per_request"
+
+    municipality_code = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    point_name = UnicodeAttribute()
+    expiry_rule = MapAttribute(default=dict)
+    pin_free_limit = NumberAttribute()
+    max_amount = NumberAttribute()
+    budget_total = NumberAttribute()
+    budget_shards = NumberAttribute()
+    active = BooleanAttribute(default=True)
+
+
+class MerchantModel(Model):
+    """A shop, large store or public facility, and the municipalities whose points it accepts."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "merchants"
+        table_name = "merchants"
+        billing_mode = "pay_per_request"
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    municipality_code = UnicodeAttribute()
+    accepted_municipalities = UnicodeSetAttribute(default=set)
+    active = BooleanAttribute(default=True)
+
+
+class TerminalModel(Model):
+    """A shop or facility terminal and the Ed25519 public key that signs its requests."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "terminals"
+        table_name = "terminals"
+        billing_mode = "pay_per_request"
+
+    terminal_id = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+    label = UnicodeAttribute(null=True)
+
+
+class CardsByMykeyIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_mykey"
+        projection = KeysOnlyProjection()
+
+    mykey_id = UnicodeAttribute(hash_key=True)
+
+
+class CardModel(Model):
+    """A card's user-authentication certificate, known only by a keyed hash, bound to a MyKey ID."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "cards"
+        table_name = "cards"
+        billing_mode = "pay_per_request"
+
+    certificate_key = UnicodeAttribute(hash_key=True)
+    mykey_id = UnicodeAttribute()
+    status = UnicodeAttribute(default="active")
+    home_municipality_code = UnicodeAttribute(null=True)
+    registered_at = UnicodeAttribute()
+
+    by_mykey = CardsByMykeyIndex()
+
+
+class NonceModel(Model):
+    """A terminal request nonce already used; kept only until replay is impossible, then expired by TTL."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "nonces"
+        table_name = "nonces"
+        billing_mode = "pay_per_request"
+
+    nonce_key = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+
+
+class StaffModel(Model):
+    """A municipal staff account, scoped to one municipality with one role."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "staff"
+        table_name = "staff"
+        billing_mode = "pay_per_request"
+
+    staff_id = UnicodeAttribute(hash_key=True)
+    municipality_code = UnicodeAttribute()
+    role = UnicodeAttribute()
+    password_hash = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+
+
+class StaffSessionModel(Model):
+    """A signed-in staff session, known by the hash of its token; ends on inactivity, sign-out or TTL."""
+
+    class Meta:
+        # The table's name without the stage prefix; `bind_models` sets table_name on first use.
+        base_name = "staff_sessions"
+        table_name = "staff_sessions"
+        billing_mode = "pay_per_request"
+
+    session_key = UnicodeAttribute(hash_key=True)
+    staff_id = UnicodeAttribute()
+    municipality_code = UnicodeAttribute()
+    role = UnicodeAttribute()
+    last_seen_at = NumberAttribute()
+    expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    TransferModel,
+    WalletModel,
+    CounterModel,
+    MunicipalityModel,
+    MerchantModel,
+    TerminalModel,
+    CardModel,
+    NonceModel,
+    StaffModel,
+    StaffSessionModel,
+)
+
+# Tables whose items are personal or money data, kept by point-in-time recovery in production.
+TTL_ATTRIBUTES = {"nonces": "expires_at", "staff_sessions": "expires_at"}
+
+
+def bind_models(table_prefix: str, region: str) -> None:
+    """Point every model at its stage's table. Called once by the cached store getter."""
+    for model in ALL_MODELS:
+        model.Meta.table_name = f"{table_prefix}{model.Meta.base_name}"
+        model.Meta.region = region
+        # A model caches its connection; drop it so a new prefix or endpoint takes effect.
+        model._connection = None
+        for index in model._indexes.values():
+            index.Meta.model = model

@@ -1,0 +1,110 @@
+"""Table definitions derived from the PynamoDB models, for the local bootstrap and for CloudFormation.
+
+`table_definitions()` turns each model into the arguments of DynamoDB's CreateTable; `create_tables()`
+applies them to whatever endpoint boto3 is pointed at (DynamoDB Local in development and tests);
+`cloudformation_tables()` renders the same definitions as `AWS::DynamoDB::Table` resources, which
+`infrastructure/tables.json` holds and a test keeps identical.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.storage.models import ALL_MODELS, TTL_ATTRIBUTES
+
+
+def _camel_index(index: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "IndexName": index["index_name"],
+        "KeySchema": index["key_schema"],
+        "Projection": {
+            key: value
+            for key, value in {
+                "ProjectionType": index["projection"]["ProjectionType"],
+                "NonKeyAttributes": index["projection"].get("NonKeyAttributes"),
+            }.items()
+            if value
+        },
+    }
+
+
+def table_definitions(table_prefix: str = "") -> list[dict[str, Any]]:
+    definitions = []
+    for model in ALL_MODELS:
+        schema = model._get_schema()
+        definition: dict[str, Any] = {
+            "TableName": f"{table_prefix}{model.Meta.base_name}",
+            "AttributeDefinitions": sorted(schema["attribute_definitions"], key=lambda item: item["AttributeName"]),
+            "KeySchema": sorted(schema["key_schema"], key=lambda item: item["KeyType"]),
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if schema["global_secondary_indexes"]:
+            definition["GlobalSecondaryIndexes"] = sorted(
+                (_camel_index(index) for index in schema["global_secondary_indexes"]),
+                key=lambda item: item["IndexName"],
+            )
+        definitions.append(definition)
+    return definitions
+
+
+def create_tables(client, table_prefix: str) -> list[str]:
+    """Create every missing table (idempotent); returns the names created."""
+    existing = set(client.list_tables(Limit=100)["TableNames"])
+    created = []
+    for definition in table_definitions(table_prefix):
+        if definition["TableName"] in existing:
+            continue
+        client.create_table(**definition)
+        created.append(definition["TableName"])
+    for name in created:
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+        base_name = name[len(table_prefix):]
+        if base_name in TTL_ATTRIBUTES:
+            client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTES[base_name]},
+            )
+    return created
+
+
+def delete_tables(client, table_prefix: str) -> None:
+    for definition in table_definitions(table_prefix):
+        try:
+            client.delete_table(TableName=definition["TableName"])
+        except client.exceptions.ResourceNotFoundException:
+            pass
+
+
+def _logical_id(base_name: str) -> str:
+    return "".join(part.capitalize() for part in base_name.split("_")) + "Table"
+
+
+def cloudformation_tables() -> dict[str, Any]:
+    """`AWS::DynamoDB::Table` resources named from the stage parameter, with recovery and protection on."""
+    resources: dict[str, Any] = {}
+    for definition in table_definitions():
+        base_name = definition["TableName"]
+        properties: dict[str, Any] = {
+            "TableName": {"Fn::Sub": "${TablePrefix}" + base_name},
+            "AttributeDefinitions": definition["AttributeDefinitions"],
+            "KeySchema": definition["KeySchema"],
+            "BillingMode": "PAY_PER_REQUEST",
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "DeletionProtectionEnabled": True,
+            "SSESpecification": {"SSEEnabled": True},
+        }
+        if "GlobalSecondaryIndexes" in definition:
+            properties["GlobalSecondaryIndexes"] = definition["GlobalSecondaryIndexes"]
+        if base_name in TTL_ATTRIBUTES:
+            properties["TimeToLiveSpecification"] = {"AttributeName": TTL_ATTRIBUTES[base_name], "Enabled": True}
+        resources[_logical_id(base_name)] = {
+            "Type": "AWS::DynamoDB::Table",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": properties,
+        }
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "Municipal Point Cloud: DynamoDB tables, generated from chalicelib/storage/models.py",
+        "Parameters": {"TablePrefix": {"Type": "String", "Default": "points-prod-"}},
+        "Resources": resources,
+    }

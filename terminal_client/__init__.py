@@ -1,0 +1,1 @@
+"""The shop and facility terminal: request signing, card access and the command line."""
