@@ -88,3 +88,70 @@ def table_snapshot(dynamodb_client, table_prefix):
         return result
 
     return snapshot
+
+
+class HttpDriver:
+    """Calls the Chalice app the way terminals and staff do: signed terminal requests, staff sessions."""
+
+    def __init__(self, client, world):
+        self.client = client
+        self.world = world
+
+    def terminal(self, keys, method: str, path: str, body=None, *, headers=None, sign_path: str | None = None,
+                 timestamp: int | None = None, nonce: str | None = None):
+        import json as json_module
+
+        from terminal_client.signing import request_headers
+
+        raw = body if isinstance(body, bytes) else (b"" if body is None else json_module.dumps(body).encode())
+        signed = request_headers(keys.private_key, keys.terminal_id, method, sign_path or path, raw,
+                                 timestamp=timestamp, nonce=nonce)
+        signed.update(headers or {})
+        return self.client.http.request(method, path, headers=signed, body=raw)
+
+    def sign_in(self, role: str, code: str | None = None) -> str:
+        import json as json_module
+
+        from tests.world import STAFF_PASSWORD
+
+        code = code or self.world.home_code
+        response = self.client.http.post(
+            "/v1/staff/sessions",
+            headers={"Content-Type": "application/json"},
+            body=json_module.dumps({"staff_id": f"{role}-{code}-{self.world.staff_suffix}", "password": STAFF_PASSWORD}).encode(),
+        )
+        assert response.status_code == 201, response.body
+        return response.json_body["token"]
+
+    def staff(self, token: str, method: str, path: str, body=None):
+        import json as json_module
+
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        raw = b"" if body is None else json_module.dumps(body).encode()
+        return self.client.http.request(method, path, headers=headers, body=raw)
+
+
+@pytest.fixture
+def http(dynamo_world, dynamo_staff_store):
+    import time
+
+    from chalice.test import Client
+
+    import app as application
+    from chalicelib.api import dependencies
+    from chalicelib.config import Settings
+
+    dynamo_world.now = time.time()
+    dependencies.override(
+        ledger_store=dynamo_world.store,
+        staff_store=dynamo_staff_store,
+        card_authority=dynamo_world.authority,
+        clock=time.time,
+        settings=Settings(
+            table_prefix="unused", region=REGION, card_trust_store_path="", card_hash_secret=b"unused",
+            staff_session_idle_seconds=900, terminal_clock_skew_seconds=300, card_signature_max_age_seconds=600,
+        ),
+    )
+    with Client(application.app, stage_name="dev") as client:
+        yield HttpDriver(client, dynamo_world)
+    dependencies.reset()
