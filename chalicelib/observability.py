@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import time
 
-SERVICE_NAME = "municipal-point-cloud"
+# Not the Chalice app name: Chalice configures a plain handler on that logger, which would print every line twice.
+SERVICE_NAME = "points-api"
 NAMESPACE = "MunicipalPointCloud"
 
 

@@ -1,0 +1,165 @@
+"""`make run`: the whole local cloud in one command.
+
+Starts DynamoDB Local (persisted under the data folder), moto's server as the SQS endpoint, creates the
+tables and queues, seeds the demo municipality, starts `chalice local` on port 8000 and the SQS poller,
+prints what to try next, and stops everything it started on Ctrl-C (or SIGTERM). Data persists between
+runs; `make reset` deletes the data folder.
+
+    python -m tools.localcloud [--data-dir .local] [--port 8000] [--dynamodb-port 8100] [--sqs-port 8200]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from tools.localcloud.processes import REPOSITORY_ROOT, DynamoDBLocal, MotoServer, local_aws_environment
+
+TABLE_PREFIX = "points-dev-"
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, timeout_seconds: float = 60) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("chalice local が起動できませんでした。ログを確認してください。")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"chalice local が {timeout_seconds} 秒以内に応答しませんでした。")
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Municipal Point Cloud: local cloud")
+    parser.add_argument("--data-dir", default=str(REPOSITORY_ROOT / ".local"))
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--dynamodb-port", type=int, default=8100)
+    parser.add_argument("--sqs-port", type=int, default=8200)
+    arguments = parser.parse_args(argv)
+
+    data_dir = Path(arguments.data_dir).resolve()
+    logs_dir = data_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+
+    database = DynamoDBLocal(arguments.dynamodb_port, data_dir=str(data_dir / "dynamodb"), log_path=str(logs_dir / "dynamodb.log"))
+    queues = MotoServer(arguments.sqs_port, log_path=str(logs_dir / "sqs.log"))
+    chalice_process: subprocess.Popen | None = None
+    poller_thread: threading.Thread | None = None
+    try:
+        print("DynamoDB Local を起動しています…", flush=True)
+        database.start()
+        print("SQS エンドポイント（moto）を起動しています…", flush=True)
+        queues.start()
+
+        from tools.demo_seed import ensure_secrets, seed
+
+        trust_path, hash_secret = ensure_secrets(data_dir / "demo")
+        environment = {
+            **local_aws_environment(database.endpoint_url, queues.endpoint_url),
+            "POINTS_TABLE_PREFIX": TABLE_PREFIX,
+            "CARD_TRUST_STORE": str(trust_path),
+            "CARD_HASH_SECRET": hash_secret.decode(),
+        }
+        os.environ.update(environment)
+
+        import boto3
+
+        from chalicelib.api import dependencies
+        from chalicelib.storage.schema import create_tables
+
+        create_tables(boto3.client("dynamodb"), TABLE_PREFIX)
+        demo = seed(dependencies.get_ledger_store(), dependencies.get_staff_store(), data_dir / "demo", hash_secret, trust_path)
+
+        import app as application
+        from tools.localcloud.sqs_poller import SqsPoller, find_sqs_handlers
+
+        sqs = boto3.client("sqs")
+        for config, _ in find_sqs_handlers(application.app):
+            sqs.create_queue(QueueName=config.queue)
+        poller = SqsPoller(application.app, sqs)
+        poller_thread = threading.Thread(target=poller.run_forever, args=(stop_requested,), daemon=True)
+        poller_thread.start()
+
+        print("chalice local を起動しています…", flush=True)
+        chalice_log = open(logs_dir / "chalice.log", "ab")
+        chalice_process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1", "--port", str(arguments.port),
+             "--stage", "dev", "--no-autoreload"],
+            cwd=REPOSITORY_ROOT, env={**os.environ, **environment}, stdout=chalice_log, stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{arguments.port}"
+        _wait_for_health(f"{base_url}/v1/health", chalice_process)
+        _print_welcome(base_url, demo, data_dir)
+        while not stop_requested.is_set():
+            if chalice_process.poll() is not None:
+                print("chalice local が終了しました。ログ: " + str(logs_dir / "chalice.log"), flush=True)
+                return 1
+            stop_requested.wait(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_requested.set()
+        print("\n停止しています…", flush=True)
+        _stop(chalice_process)
+        if poller_thread is not None:
+            poller_thread.join(timeout=5)
+        queues.stop()
+        database.stop()
+        print("すべて停止しました。", flush=True)
+
+
+def _print_welcome(base_url: str, demo: dict, data_dir: Path) -> None:
+    staff = demo["staff"]
+    print(
+        f"""
+============================================================
+ 自治体ポイントクラウド（ローカル）の準備ができました
+============================================================
+ API:            {base_url}/v1/health
+ デモ自治体:      長浜市 (252034)「ながはまポイント」
+ デモ店舗:        黒壁スクエア商店（端末 {demo['terminals']['shop']['terminal_id']}）
+ デモ施設:        長浜城歴史博物館（端末 {demo['terminals']['museum']['terminal_id']}）
+ テストカード:    マイキーID {demo['mykey_id']}（暗証番号 1234）
+ 職員:            {staff['staff_id']} / パスワード {staff['password']}
+ データ:          {data_dir}（make reset で削除）
+
+ 別のターミナルで試してみましょう:
+   .venv/bin/python -m tools.demo_terminal balance          # 残高照会
+   .venv/bin/python -m tools.demo_terminal pay 500          # 500ポイントで支払い
+   .venv/bin/python -m tools.demo_terminal pay 5000         # 暗証番号が必要な支払い
+   .venv/bin/python -m tools.demo_terminal refund <取引ID> 200   # 一部返金
+   .venv/bin/python -m tools.demo_terminal status           # 未確認の支払いを確認
+   .venv/bin/python -m tools.demo_terminal grant 1000       # 職員として1000ポイント付与
+   .venv/bin/python -m tools.demo_terminal report           # 自治体の集計レポート
+
+ Ctrl-C ですべて停止します。
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
