@@ -108,3 +108,9 @@ def cloudformation_tables() -> dict[str, Any]:
         "Parameters": {"TablePrefix": {"Type": "String", "Default": "points-prod-"}},
         "Resources": resources,
     }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(cloudformation_tables(), indent=2, ensure_ascii=False))

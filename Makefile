@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
+
+.PHONY: run test unit integration install reset tables-template clean
+
+run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
+	$(PY) -m tools.localcloud
+
+test: install ## Run the whole test suite; starts and stops every service it uses
+	$(PY) -m pytest -q
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+install: $(INSTALLED) $(NODE_INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	./scripts/ensure-system-packages.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(NODE_INSTALLED): package.json package-lock.json
+	./scripts/ensure-system-packages.sh
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+reset: ## Delete the local cloud's data (DynamoDB tables, demo keys and card)
+	rm -rf .local
+
+tables-template: install ## Regenerate infrastructure/tables.json from the PynamoDB models
+	$(PY) -m chalicelib.storage.schema > infrastructure/tables.json
+
+clean: reset
+	rm -rf $(VENV) node_modules
