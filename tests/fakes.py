@@ -71,8 +71,9 @@ class FakeLedgerStore:
                 continue
             yield ports.PostedAmount(transfer.transfer_id, transfer.kind, transfer.amount, transfer.merchant_id, transfer.posted_at)
 
-    def transfers_of_mykey(self, mykey_id, limit=100):
-        mine = [t for t in self.transfers.values() if t.mykey_id == mykey_id]
+    def transfers_of_mykey(self, mykey_id, municipality_code=None, limit=100):
+        mine = [t for t in self.transfers.values()
+                if t.mykey_id == mykey_id and municipality_code in (None, t.municipality_code)]
         return sorted(mine, key=lambda t: t.posted_at, reverse=True)[:limit]
 
     # writes

@@ -26,10 +26,11 @@ def _token() -> str | None:
 def _staff_session(municipality_code: str, minimum_role: str):
     from chalicelib.services import staff
 
-    code = identifiers.municipality_code(municipality_code)
+    # Who is asking comes first: without a valid session nothing, not even the path, is looked at.
     session = staff.authenticate(
         deps.get_staff_store(), _token(), deps.get_settings().staff_session_idle_seconds, deps.get_clock()
     )
+    code = identifiers.municipality_code(municipality_code)
     staff.authorize(session, code, minimum_role)
     staff_api.current_request.context["staff_id"] = session.staff_id
     return code, session
@@ -123,12 +124,14 @@ def summary_report(code):
     start = identifiers.iso_date(query["from"], "from") if query.get("from") else None
     end = identifiers.iso_date(query["to"], "to") if query.get("to") else None
     # Dates are whole days in Japan; records are stamped in UTC.
-    return ledger.summary(
+    report = ledger.summary(
         deps.get_ledger_store(),
         municipality_code,
         start=japan_day_start_utc(start) if start else None,
         end=japan_day_end_utc(end) if end else None,
     )
+    report["period"] = {"from": start, "to": end}
+    return report
 
 
 @staff_api.route("/v1/municipalities/{code}/residents/{mykey_id}/history", methods=["GET"])

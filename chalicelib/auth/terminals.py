@@ -16,7 +16,8 @@ import re
 from chalicelib import errors
 from chalicelib.services import ports
 
-_NONCE = re.compile(r"^[0-9a-fA-F]{32}$")
+_NONCE = re.compile(r"[0-9a-fA-F]{32}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 CLOCK_SKEW_SECONDS = 300
 
 
@@ -49,9 +50,9 @@ def authenticate(
     timestamp = _header(headers, "X-Timestamp")
     nonce = _header(headers, "X-Nonce")
     signature_text = _header(headers, "X-Signature")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > CLOCK_SKEW_SECONDS:
+    if not _TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > CLOCK_SKEW_SECONDS:
         raise errors.TerminalAuthenticationFailed("端末の時刻がずれています。時刻を合わせてください。")
-    if not _NONCE.match(nonce):
+    if not _NONCE.fullmatch(nonce):
         raise errors.TerminalAuthenticationFailed("X-Nonce は32桁の16進数で指定してください。")
     terminal = store.get_terminal(terminal_id) if len(terminal_id) <= 64 else None
     if terminal is None or not terminal.active:

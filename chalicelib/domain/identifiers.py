@@ -42,7 +42,7 @@ def individual_number_check_digit(first_eleven: str) -> int:
 
 def looks_like_individual_number(value: object) -> bool:
     text = str(value).strip() if value is not None else ""
-    return bool(_TWELVE_DIGITS.match(text)) and individual_number_check_digit(text[:11]) == int(text[11])
+    return bool(_TWELVE_DIGITS.fullmatch(text)) and individual_number_check_digit(text[:11]) == int(text[11])
 
 
 def refuse_individual_number(value: object, field: str) -> None:
@@ -52,7 +52,7 @@ def refuse_individual_number(value: object, field: str) -> None:
 
 def municipality_code(value: object, field: str = "municipality_code") -> str:
     refuse_individual_number(value, field)
-    if not isinstance(value, str) or not _MUNICIPALITY_PATTERN.match(value):
+    if not isinstance(value, str) or not _MUNICIPALITY_PATTERN.fullmatch(value):
         raise errors.InvalidMunicipalityCode(field=field)
     if municipality_check_digit(value[:5]) != int(value[5]):
         raise errors.InvalidMunicipalityCode(field=field)
@@ -64,7 +64,7 @@ def mykey_id(value: object, field: str = "mykey_id") -> str:
     if not isinstance(value, str):
         raise errors.InvalidMykeyId(field=field)
     normalised = value.strip().upper()
-    if not _MYKEY_PATTERN.match(normalised):
+    if not _MYKEY_PATTERN.fullmatch(normalised):
         raise errors.InvalidMykeyId(field=field)
     return normalised
 
@@ -74,13 +74,13 @@ def new_mykey_id() -> str:
 
 
 def is_operation_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_CANONICAL_UUID.match(value))
+    return isinstance(value, str) and bool(_CANONICAL_UUID.fullmatch(value))
 
 
 def operation_id(value: object, field: str) -> str:
     """A client-generated idempotency key: a lower-case canonical UUID."""
     refuse_individual_number(value, field)
-    if not isinstance(value, str) or not _CANONICAL_UUID.match(value):
+    if not isinstance(value, str) or not _CANONICAL_UUID.fullmatch(value):
         raise errors.ValidationFailed(f"{field} は小文字の UUID で指定してください。", field=field)
     uuid.UUID(value)
     return value
@@ -100,7 +100,7 @@ def amount(value: object, maximum: int = MAX_AMOUNT, field: str = "amount") -> i
 def plain_identifier(value: object, field: str, max_length: int = 64) -> str:
     """Identifiers chosen by people (merchant ids, terminal ids, staff ids)."""
     refuse_individual_number(value, field)
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}$" % (max_length - 1), value):
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (max_length - 1), value):
         raise errors.ValidationFailed(f"{field} の形式が正しくありません。", field=field)
     return value
 

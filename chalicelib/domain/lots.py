@@ -76,6 +76,11 @@ def restore(lots: Lots, taken_by_payment: Lots, already_refunded: int, amount: i
     return result, returned
 
 
+def usable(lots: Lots, today: dt.date) -> Lots:
+    """Lots still usable on `today` (their last day is today or later)."""
+    return {day: points for day, points in lots.items() if dt.date.fromisoformat(day) >= today and points > 0}
+
+
 def expired(lots: Lots, today: dt.date) -> Lots:
     """Lots whose last day of use is before `today`."""
     return {day: points for day, points in lots.items() if dt.date.fromisoformat(day) < today and points > 0}

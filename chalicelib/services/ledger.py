@@ -154,10 +154,15 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
     except errors.DomainError as refusal:
         return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
 
+    today = japan_date(now)
+
     def build(wallet: ports.Wallet):
-        if wallet.balance < command.amount:
+        # Points past their last day stay in the wallet until the expiry job posts them, but are not spendable.
+        spendable = lot_rules.usable(wallet.lots, today)
+        if lot_rules.total(spendable) < command.amount:
             raise errors.InsufficientBalance()
-        remaining, taken = lot_rules.consume(wallet.lots, command.amount)
+        remaining_spendable, taken = lot_rules.consume(spendable, command.amount)
+        remaining = {**lot_rules.expired(wallet.lots, today), **remaining_spendable}
         transfer = ports.Transfer(
             transfer_id=command.transfer_id,
             kind=ports.PAYMENT,
@@ -168,7 +173,7 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
             mykey_id=card.mykey_id,
             posted_at=posted_at(now),
             request_fingerprint=command.request_fingerprint,
-            balance_after=lot_rules.total(remaining),
+            balance_after=lot_rules.total(remaining_spendable),
             lots=taken,
             merchant_id=merchant.merchant_id,
             terminal_id=command.terminal.terminal_id,
@@ -203,6 +208,7 @@ def _check_card_signature(command: PaymentCommand, municipality, authority, veri
 
 def find_payment(store: ports.LedgerStore, transfer_id: str, terminal: ports.Terminal) -> tuple[ports.Transfer, int]:
     """A payment and its refunded total, visible only to terminals of the merchant that took it."""
+    _merchant_of(store, terminal)
     transfer = store.get_transfer(transfer_id)
     if transfer is None or transfer.kind != ports.PAYMENT or transfer.merchant_id != terminal.merchant_id:
         raise errors.TransferNotFound()
@@ -215,6 +221,7 @@ def find_payment(store: ports.LedgerStore, transfer_id: str, terminal: ports.Ter
 def refund(command: RefundCommand, store: ports.LedgerStore, clock: Clock) -> ports.Transfer:
     """Give back part or all of a payment, never more than what is left of it."""
     now = clock()
+    _merchant_of(store, command.terminal)
     payment = store.get_transfer(command.payment_transfer_id)
     if payment is None or payment.kind != ports.PAYMENT:
         raise errors.TransferNotFound()
@@ -412,13 +419,13 @@ def balances_at_merchant(
         municipality = store.get_municipality(wallet.municipality_code)
         if municipality is None:
             continue
-        live_lots = {day: points for day, points in wallet.lots.items() if dt.date.fromisoformat(day) >= today}
+        live_lots = lot_rules.usable(wallet.lots, today)
         result.append(
             {
                 "municipality_code": wallet.municipality_code,
                 "municipality_name": municipality.name,
                 "point_name": municipality.point_name,
-                "balance": wallet.balance,
+                "balance": lot_rules.total(live_lots),
                 "expiring_within_30_days": lot_rules.expiring_within(live_lots, today, 30),
                 "next_expires_on": lot_rules.next_expiry(live_lots),
                 "pin_free_limit": municipality.pin_free_limit,
@@ -432,11 +439,7 @@ _WALLET_SIGN = {ports.GRANT: 1, ports.REFUND: 1, ports.CONVERSION: 1, ports.PAYM
 
 def history(store: ports.LedgerStore, mykey_id: str, municipality_code: str | None = None, limit: int = 100) -> list[dict]:
     """A resident's movements, newest first, with the merchant's or facility's name where there is one."""
-    transfers = [
-        transfer
-        for transfer in store.transfers_of_mykey(mykey_id, limit=limit)
-        if municipality_code is None or transfer.municipality_code == municipality_code
-    ]
+    transfers = store.transfers_of_mykey(mykey_id, municipality_code=municipality_code, limit=limit)
     merchants = store.get_merchants(t.merchant_id for t in transfers if t.merchant_id)
     return [
         {
@@ -467,6 +470,24 @@ SUMMARY_KINDS = {
 def summary(store: ports.LedgerStore, municipality_code: str, start: str | None = None, end: str | None = None) -> dict:
     """Totals of a municipality's transfers; outstanding is what they leave in residents' wallets."""
     municipality = _municipality(store, municipality_code)
+    totals, counts = _totals(store, municipality_code, start, end)
+    net_change = _net(totals)
+    # Outstanding is what residents hold now, whatever the period; it needs the whole history.
+    outstanding = net_change if start is None and end is None else _net(_totals(store, municipality_code, None, None)[0])
+    return {
+        "municipality_code": municipality_code,
+        "municipality_name": municipality.name,
+        "period": {"from": start, "to": end},
+        **totals,
+        "net_change": net_change,
+        "outstanding": outstanding,
+        "transfer_counts": counts,
+        "budget_total": municipality.budget_total,
+        "budget_remaining": budget_remaining(store, municipality),
+    }
+
+
+def _totals(store: ports.LedgerStore, municipality_code: str, start: str | None, end: str | None):
     totals = {name: 0 for name in SUMMARY_KINDS.values()}
     counts = {name: 0 for name in SUMMARY_KINDS.values()}
     for posted in store.transfers_of_municipality(municipality_code, start, end):
@@ -474,17 +495,11 @@ def summary(store: ports.LedgerStore, municipality_code: str, start: str | None 
         if name:
             totals[name] += posted.amount
             counts[name] += 1
-    outstanding = (
+    return totals, counts
+
+
+def _net(totals: dict) -> int:
+    return (
         totals["issued"] + totals["converted_in"] - totals["spent"] + totals["refunded"]
         - totals["expired"] - totals["transferred_out"]
     )
-    return {
-        "municipality_code": municipality_code,
-        "municipality_name": municipality.name,
-        "period": {"from": start, "to": end},
-        **totals,
-        "outstanding": outstanding,
-        "transfer_counts": counts,
-        "budget_total": municipality.budget_total,
-        "budget_remaining": budget_remaining(store, municipality),
-    }

@@ -205,8 +205,10 @@ class DynamoLedgerStore:
                     posted_at=item.posted_at,
                 )
 
-    def transfers_of_mykey(self, mykey_id: str, limit: int = 100) -> list[ports.Transfer]:
-        items = TransferModel.by_mykey.query(mykey_id, scan_index_forward=False, limit=limit)
+    def transfers_of_mykey(self, mykey_id: str, municipality_code: str | None = None, limit: int = 100) -> list[ports.Transfer]:
+        # PynamoDB's limit counts items after the filter, fetching further pages as needed.
+        condition = TransferModel.municipality_code == municipality_code if municipality_code else None
+        items = TransferModel.by_mykey.query(mykey_id, filter_condition=condition, scan_index_forward=False, limit=limit)
         return [_transfer_from_model(item) for item in items]
 
     # -- writes --------------------------------------------------------------------------------------

@@ -148,3 +148,14 @@ def test_summary__period_filter_uses_japanese_days(http):
     assert http.staff(token, "GET", path + "?from=2020-01-01").json_body["issued"] == 700
     bad = http.staff(token, "GET", path + "?from=yesterday")
     assert bad.status_code == 400 and bad.json_body["error"]["code"] == "validation_failed"
+
+
+def test_staff_route__no_session__is_401_before_the_path_is_looked_at(http):
+    response = http.client.http.get("/v1/municipalities/999999/reports/summary")
+    assert response.status_code == 401 and response.json_body["error"]["code"] == "staff_authentication_failed"
+
+
+def test_summary__period_is_echoed_as_asked(http):
+    token = http.sign_in("viewer")
+    response = http.staff(token, "GET", f"/v1/municipalities/{http.world.home_code}/reports/summary?from=2026-04-01&to=2027-03-31")
+    assert response.json_body["period"] == {"from": "2026-04-01", "to": "2027-03-31"}

@@ -90,3 +90,16 @@ def test_amount__programme_limit__lowers_the_maximum():
 def test_operation_id__not_lower_case_canonical_uuid__is_refused(value):
     with pytest.raises(errors.ValidationFailed):
         identifiers.operation_id(value, "transfer_id")
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda: identifiers.municipality_code("252034\n"),
+        lambda: identifiers.operation_id("6f9619ff-8b86-4011-b42d-00c04fc964ff\n", "transfer_id"),
+        lambda: identifiers.plain_identifier("terminal-1\n", "terminal_id"),
+    ],
+)
+def test_identifiers__trailing_newline__is_refused_as_bad_input(parse):
+    with pytest.raises(errors.ValidationFailed):
+        parse()

@@ -201,3 +201,39 @@ def test_history__newest_first_with_merchant_names(world):
     assert [(e["kind"], e["wallet_change"], e["merchant_name"]) for e in entries] == [
         ("payment", -300, "黒壁スクエア商店"), ("grant", 1000, None)
     ]
+
+
+def test_payment__lot_past_its_last_day__is_not_spendable_before_the_expiry_job(world):
+    mykey = world.add_card()
+    world.grant(mykey, 100, expires_on="2026-11-30")
+    world.grant(mykey, 50, expires_on="2027-03-31")
+    world.now += 13 * 24 * 3600  # 1 December 2026 in Japan; the expiry job has not run yet
+    with pytest.raises(errors.InsufficientBalance):
+        world.pay(mykey, 51)
+    payment = world.pay(mykey, 50)
+    assert payment.lots == {"2027-03-31": 50} and payment.balance_after == 0
+    merchant = world.store.get_merchant(world.shop.merchant_id)
+    assert ledger.balances_at_merchant(world.store, merchant, mykey, world.clock)[0]["balance"] == 0
+    assert [t.amount for t in ledger.expire_due(world.store, world.clock)] == [100]
+
+
+def test_history__one_municipality__is_complete_even_when_others_are_busier(world):
+    mykey = world.add_card()
+    world.grant(mykey, 10, code=world.other_code)
+    for _ in range(5):
+        world.now += 1
+        world.grant(mykey, 1)
+    entries = ledger.history(world.store, mykey, municipality_code=world.other_code, limit=3)
+    assert [(e["municipality_code"], e["amount"]) for e in entries] == [(world.other_code, 10)]
+
+
+def test_summary__with_a_period__reports_net_change_and_current_outstanding(world):
+    from chalicelib.domain.time import posted_at
+
+    mykey = world.add_card()
+    world.grant(mykey, 1000)
+    world.now += 86400
+    start = posted_at(world.now)
+    world.pay(mykey, 300)
+    report = ledger.summary(world.store, world.home_code, start=start)
+    assert (report["issued"], report["spent"], report["net_change"], report["outstanding"]) == (0, 300, -300, 700)

@@ -1,0 +1,172 @@
+"""docs/openapi.yaml against the code: a valid OpenAPI 3 document describing exactly the registered routes.
+
+Fails when a route is added without being documented (or documented without existing), when an error
+code is added to `chalicelib.errors` without reaching the `ErrorCode` enum, when a documented error
+response lists a code whose class answers with another status, and when a route loses its security.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+from openapi_spec_validator import validate
+
+from chalicelib import errors
+
+DOCUMENT = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+TERMINAL_SCHEMES = {"terminalSignature", "terminalId", "terminalTimestamp", "terminalNonce"}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    with DOCUMENT.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _operations(spec: dict):
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield method.upper(), path, operation
+
+
+def _deref(spec: dict, node):
+    """Follow local `$ref`s until a concrete object is reached."""
+    while isinstance(node, dict) and "$ref" in node:
+        target = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _documented_error_codes(spec: dict, response: dict) -> set[str] | None:
+    """The codes an error response narrows `Error.error.code` to, or None if it is not an `Error` body."""
+    schema = _deref(spec, _deref(spec, response).get("content", {}).get("application/json", {}).get("schema"))
+    if not isinstance(schema, dict) or "allOf" not in schema:
+        return None
+    for part in schema["allOf"]:
+        enum = part.get("properties", {}).get("error", {}).get("properties", {}).get("code", {}).get("enum")
+        if enum:
+            return set(enum)
+    return None
+
+
+def _domain_error_classes(base=errors.DomainError):
+    for subclass in base.__subclasses__():
+        yield subclass
+        yield from _domain_error_classes(subclass)
+
+
+def _status_of_codes() -> dict[str, int]:
+    statuses = {cls.code: cls.status for cls in _domain_error_classes()}
+    statuses["internal_error"] = 500
+    return statuses
+
+
+def _registered_routes() -> set[tuple[str, str]]:
+    from app import app as chalice_app
+
+    return {(method.upper(), path) for path, methods in chalice_app.routes.items() for method in methods}
+
+
+def _security_schemes(operation: dict) -> list[set[str]]:
+    return [set(requirement) for requirement in operation.get("security", [])]
+
+
+def _is_staff_route(method: str, path: str) -> bool:
+    return path.startswith("/v1/municipalities/") or (method, path) == ("DELETE", "/v1/staff/sessions/current")
+
+
+def _is_terminal_route(path: str) -> bool:
+    return path.startswith("/v1/payments") or path == "/v1/balance-inquiries"
+
+
+def test_openapi__document__is_a_valid_openapi_3_0_document(spec):
+    assert spec["openapi"] == "3.0.3"
+    validate(spec)
+
+
+def test_openapi__routes__match_the_registered_routes(spec):
+    documented = {(method, path) for method, path, _ in _operations(spec)}
+    registered = _registered_routes()
+    assert documented - registered == set(), "documented but not registered"
+    assert registered - documented == set(), "registered but not documented"
+
+
+def test_openapi__every_operation__has_a_unique_operation_id_and_a_summary(spec):
+    operation_ids = [operation.get("operationId") for _, _, operation in _operations(spec)]
+    assert all(operation_ids) and len(operation_ids) == len(set(operation_ids))
+    assert all(operation.get("summary") for _, _, operation in _operations(spec))
+
+
+def test_openapi__error_code_enum__equals_the_codes_of_every_domain_error_plus_internal_error(spec):
+    documented = spec["components"]["schemas"]["ErrorCode"]["enum"]
+    defined = {cls.code for cls in _domain_error_classes()} | {"internal_error"}
+    assert len(documented) == len(set(documented)), "duplicate codes in ErrorCode"
+    assert set(documented) == defined
+
+
+def test_openapi__error_responses__list_only_codes_whose_class_has_that_status(spec):
+    statuses = _status_of_codes()
+    for method, path, operation in _operations(spec):
+        for status, response in operation["responses"].items():
+            codes = _documented_error_codes(spec, response)
+            if int(status) >= 400 and int(status) != 415:
+                assert codes, f"{method} {path} {status} does not narrow the error codes"
+            for code in codes or ():
+                assert statuses.get(code) == int(status), f"{method} {path} {status} lists {code}"
+                assert f"`{code}`" in _deref(spec, response)["description"], f"{method} {path} {status}: {code} not described"
+
+
+def test_openapi__staff_routes__declare_staff_session_security(spec):
+    staff_routes = [(m, p, op) for m, p, op in _operations(spec) if _is_staff_route(m, p)]
+    assert staff_routes
+    for method, path, operation in staff_routes:
+        assert _security_schemes(operation) == [{"staffSession"}], f"{method} {path}"
+        assert "401" in operation["responses"], f"{method} {path}"
+        if path.startswith("/v1/municipalities/"):
+            assert operation.get("x-minimum-role") in {"viewer", "operator", "approver"}, f"{method} {path}"
+            assert "403" in operation["responses"], f"{method} {path}"
+
+
+def test_openapi__terminal_routes__declare_the_terminal_signature_headers_together(spec):
+    terminal_routes = [(m, p, op) for m, p, op in _operations(spec) if _is_terminal_route(p)]
+    assert terminal_routes
+    for method, path, operation in terminal_routes:
+        assert _security_schemes(operation) == [TERMINAL_SCHEMES], f"{method} {path}"
+        assert "401" in operation["responses"], f"{method} {path}"
+
+
+def test_openapi__health_and_sign_in__need_no_credentials(spec):
+    for method, path, operation in _operations(spec):
+        if not (_is_staff_route(method, path) or _is_terminal_route(path)):
+            assert operation.get("security") == [], f"{method} {path}"
+
+
+def test_openapi__request_bodies__refuse_unknown_fields(spec):
+    for method, path, operation in _operations(spec):
+        if "requestBody" not in operation:
+            continue
+        schema = _deref(spec, operation["requestBody"]["content"]["application/json"]["schema"])
+        assert schema.get("additionalProperties") is False, f"{method} {path}"
+
+
+def test_openapi__signed_byte_strings__are_the_ones_the_code_builds(spec):
+    from chalicelib.auth import cards, terminals
+
+    def as_documented(message: bytes) -> str:
+        return message.decode("utf-8").replace("\n", "\\n")
+
+    payment_template = as_documented(
+        cards.payment_message("{transfer_id}", "{terminal_id}", "{municipality_code}", "{amount}", "{signed_at}")
+    )
+    request_prefix = as_documented(terminals.request_message("{METHOD}", "{PATH}", "{X-Timestamp}", "{X-Nonce}", b""))
+    request_prefix = request_prefix.rsplit("\\n", 1)[0] + "\\n"
+    payment_operation = spec["paths"]["/v1/payments"]["post"]
+    assert payment_template in payment_operation["description"]
+    assert payment_template in spec["components"]["schemas"]["PaymentCard"]["properties"]["signature"]["description"]
+    terminal_scheme = spec["components"]["securitySchemes"]["terminalSignature"]["description"]
+    assert request_prefix + "{lower-case hex SHA-256 of raw body}" in terminal_scheme
