@@ -31,6 +31,8 @@ class LocalCloud:
             [sys.executable, "-m", "tools.localcloud", "--data-dir", str(self.data_dir), "--port", str(self.ports["api"]),
              "--dynamodb-port", str(self.ports["dynamodb"]), "--sqs-port", str(self.ports["sqs"])],
             cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # As when a shell starts `make run &`: SIGINT arrives ignored, and Ctrl-C must still stop it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -51,7 +53,13 @@ class LocalCloud:
 
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)
-        remaining, _ = self.process.communicate(timeout=60)
+        try:
+            remaining, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # It ignored Ctrl-C: stop it the hard way so the test run leaves nothing behind, then fail.
+            self.process.terminate()
+            self.process.communicate(timeout=60)
+            raise AssertionError("the local cloud did not stop on Ctrl-C")
         self.output += remaining
         return self.process.returncode
 

@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     logs_dir = data_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     stop_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    # Handled explicitly: a shell that starts `make run` in the background ignores SIGINT for its
+    # children, and Python then never raises KeyboardInterrupt.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, lambda *_: stop_requested.set())
 
     database = DynamoDBLocal(arguments.dynamodb_port, data_dir=str(data_dir / "dynamodb"), log_path=str(logs_dir / "dynamodb.log"))
     queues = MotoServer(arguments.sqs_port, log_path=str(logs_dir / "sqs.log"))
