@@ -125,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop_requested.set()
-        print("\n停止しています…", flush=True)
+        _say("\n停止しています…")
         _stop(chalice_process)
         if poller_thread is not None:
             poller_thread.join(timeout=5)
         queues.stop()
         database.stop()
-        print("すべて停止しました。", flush=True)
+        _say("すべて停止しました。")
+
+
+def _say(text: str) -> None:
+    # Stopping must finish even when whoever started us has gone and our output pipe with it.
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
 
 
 def _print_welcome(base_url: str, demo: dict, data_dir: Path) -> None:
