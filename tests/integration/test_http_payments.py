@@ -286,3 +286,17 @@ def test_unexpected_failure__is_internal_error_without_stack_trace(http):
     assert response.status_code == 500
     assert response.json_body["error"]["code"] == "internal_error"
     assert "Traceback" not in response.body.decode() and "fire" not in response.body.decode()
+
+
+def test_expiry_schedule__lambda_posts_expire_transfers(http):
+    from chalicelib.api import dependencies
+
+    world = http.world
+    mykey = world.add_card()
+    world.grant(mykey, 40, expires_on=time.strftime("%Y-%m-%d", time.gmtime(time.time() + 9 * 3600)))
+    dependencies.override(clock=lambda: time.time() + 2 * 86400)
+    result = http.client.lambda_.invoke("expire_points", http.client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]))
+    assert result.payload["expire_transfers"] >= 1
+    assert world.store.get_wallet(mykey, world.home_code).balance == 0
+    assert [t.kind for t in world.store.transfers_of_mykey(mykey)][0] == "expire"

@@ -55,3 +55,17 @@ def test_signed_path__stage_prefix_is_left_out():
     assert terminals.signed_path("/dev/v1/payments", "dev") == "/v1/payments"
     assert terminals.signed_path("/v1/payments", "dev") == "/v1/payments"
     assert terminals.signed_path("/v1/payments", None) == "/v1/payments"
+
+
+def test_production_trust_anchor__loads_and_refuses_development_cards():
+    """The J-LIS anchor from shared/ works as a trust store; a card from our development CA is not trusted by it."""
+    import pytest
+
+    from chalicelib import errors
+    from tests.world import NOW, issue_test_card
+
+    anchor = ROOT.parent / "shared" / "jpki" / "jlis_user_auth_ca_2023.pem"
+    authority = cards.CardAuthority(anchor.read_bytes(), b"secret")
+    assert len(authority._anchors) == 1
+    with pytest.raises(errors.CardCertificateInvalid):
+        authority.verify_certificate(issue_test_card().certificate_der, NOW)
