@@ -9,6 +9,7 @@ or to answer a replay.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from typing import Iterable, Iterator
@@ -49,25 +50,14 @@ def _lots_from_item(raw) -> dict[str, int]:
     return {str(day): int(points) for day, points in data.items()}
 
 
+_TRANSFER_FIELDS = tuple(field.name for field in dataclasses.fields(ports.Transfer))
+
+
 def _transfer_from_model(item: TransferModel) -> ports.Transfer:
-    return ports.Transfer(
-        transfer_id=item.transfer_id,
-        kind=item.kind,
-        debit_account=item.debit_account,
-        credit_account=item.credit_account,
-        amount=int(item.amount),
-        municipality_code=item.municipality_code,
-        mykey_id=item.mykey_id,
-        posted_at=item.posted_at,
-        request_fingerprint=item.request_fingerprint,
-        balance_after=int(item.balance_after),
-        lots=_lots_from_item(item.lots),
-        merchant_id=item.merchant_id,
-        terminal_id=item.terminal_id,
-        related_transfer_id=item.related_transfer_id,
-        reason=item.reason,
-        staff_id=item.staff_id,
-    )
+    values = {name: getattr(item, name) for name in _TRANSFER_FIELDS}
+    # DynamoDB numbers come back as floats or Decimals; points are integers.
+    values.update(amount=int(item.amount), balance_after=int(item.balance_after), lots=_lots_from_item(item.lots))
+    return ports.Transfer(**values)
 
 
 def _wallet_from_model(item: WalletModel) -> ports.Wallet:
@@ -310,24 +300,11 @@ class DynamoLedgerStore:
 
     @staticmethod
     def _transfer_model(transfer: ports.Transfer) -> TransferModel:
+        values = dataclasses.asdict(transfer)
         return TransferModel(
-            transfer.transfer_id,
-            kind=transfer.kind,
-            debit_account=transfer.debit_account,
-            credit_account=transfer.credit_account,
-            amount=transfer.amount,
-            municipality_code=transfer.municipality_code,
+            values.pop("transfer_id"),
             municipality_shard=municipality_shard(transfer.municipality_code, transfer.transfer_id),
-            mykey_id=transfer.mykey_id,
-            posted_at=transfer.posted_at,
-            request_fingerprint=transfer.request_fingerprint,
-            balance_after=transfer.balance_after,
-            lots=dict(transfer.lots),
-            merchant_id=transfer.merchant_id,
-            terminal_id=transfer.terminal_id,
-            related_transfer_id=transfer.related_transfer_id,
-            reason=transfer.reason,
-            staff_id=transfer.staff_id,
+            **values,
         )
 
     @staticmethod
