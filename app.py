@@ -2,6 +2,7 @@
 from chalice import Chalice
 
 from chalicelib.api.health import health_api
+from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
 from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.terminal_routes import terminal_api
@@ -11,5 +12,6 @@ app = Chalice(app_name="municipal-point-cloud")
 app.register_blueprint(health_api)
 app.register_blueprint(terminal_api)
 app.register_blueprint(staff_api)
+app.register_blueprint(identity_api)
 app.register_blueprint(jobs)
 app.register_middleware(http_middleware, "http")

@@ -170,3 +170,69 @@ class MykeyIdUnknown(DomainError):
     code = "mykey_id_unknown"
     status = 404
     message = "このマイキーIDは登録されていません。番号をご確認ください。"
+
+
+class CardSuspended(DomainError):
+    code = "card_suspended"
+    status = 403
+    message = "このカードは利用停止中です。再開は市区町村の窓口で手続きしてください。"
+
+
+class CardSuperseded(DomainError):
+    code = "card_superseded"
+    status = 403
+    message = "このカードの証明書は更新済みです。新しいカードをお使いください。"
+
+
+class CardRegisteredElsewhere(DomainError):
+    code = "card_registered_elsewhere"
+    status = 409
+    message = "このカードは別のマイキーIDに登録されています。"
+
+
+class ChallengeInvalid(DomainError):
+    code = "challenge_invalid"
+    status = 401
+    message = "確認コードが無効か期限切れです。最初からやり直してください。"
+
+
+class MykeyIdTaken(DomainError):
+    code = "mykey_id_taken"
+    status = 409
+    message = "このマイキーIDは既に使われています。別のIDを選んでください。"
+
+
+class MykeyIdUnavailable(DomainError):
+    code = "mykey_id_unavailable"
+    status = 503
+    message = "マイキーIDを発行できませんでした。もう一度お試しください。"
+
+
+class ResidentAuthenticationFailed(DomainError):
+    code = "resident_authentication_failed"
+    status = 401
+    message = "もう一度カードでサインインしてください。"
+
+
+class FacilityLinksNotOffered(DomainError):
+    code = "facility_links_not_offered"
+    status = 403
+    message = "この端末では施設の利用者番号を扱えません。"
+
+
+class FacilityLinkExists(DomainError):
+    code = "facility_link_exists"
+    status = 409
+    message = "このカードには既に別の利用者番号が登録されています。先に登録を解除してください。"
+
+
+class FacilityLinkNotFound(DomainError):
+    code = "facility_link_not_found"
+    status = 404
+    message = "このカードにはこの施設の利用者番号が登録されていません。"
+
+
+class FeedInvalid(DomainError):
+    code = "feed_invalid"
+    status = 400
+    message = "失効・更新情報のファイルを読み取れませんでした。"

@@ -109,19 +109,44 @@ class HttpDriver:
         signed.update(headers or {})
         return self.client.http.request(method, path, headers=signed, body=raw)
 
-    def sign_in(self, role: str, code: str | None = None) -> str:
+    def sign_in(self, role: str, code: str | None = None, counter_terminal_id: str | None = None) -> str:
         import json as json_module
 
         from tests.world import STAFF_PASSWORD
 
         code = code or self.world.home_code
+        body = {"staff_id": f"{role}-{code}-{self.world.staff_suffix}", "password": STAFF_PASSWORD}
+        if counter_terminal_id:
+            body["counter_terminal_id"] = counter_terminal_id
         response = self.client.http.post(
-            "/v1/staff/sessions",
-            headers={"Content-Type": "application/json"},
-            body=json_module.dumps({"staff_id": f"{role}-{code}-{self.world.staff_suffix}", "password": STAFF_PASSWORD}).encode(),
+            "/v1/staff/sessions", headers={"Content-Type": "application/json"}, body=json_module.dumps(body).encode(),
         )
         assert response.status_code == 201, response.body
         return response.json_body["token"]
+
+    def card_response(self, card, purpose: str) -> dict:
+        """Ask the platform for a challenge and sign it with the card, as the card does after its PIN."""
+        import base64
+        import json as json_module
+
+        from chalicelib.services.identity import challenge_message
+
+        issued = self.client.http.post("/v1/challenges", headers={"Content-Type": "application/json"},
+                                       body=json_module.dumps({"purpose": purpose}).encode())
+        assert issued.status_code == 201, issued.body
+        challenge = issued.json_body
+        message = challenge_message(purpose, challenge["challenge_id"], challenge["challenge"])
+        assert message.decode() == challenge["message_to_sign"]
+        return {"challenge_id": challenge["challenge_id"],
+                "card": {"certificate": card.certificate_base64, "signature": base64.b64encode(card.sign(message)).decode()}}
+
+    def post(self, path: str, body: dict, token: str | None = None):
+        import json as json_module
+
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.http.post(path, headers=headers, body=json_module.dumps(body).encode())
 
     def staff(self, token: str, method: str, path: str, body=None):
         import json as json_module
@@ -142,9 +167,12 @@ def http(dynamo_world, dynamo_staff_store):
     from chalicelib.config import Settings
 
     dynamo_world.now = time.time()
+    from chalicelib.storage.identity import DynamoIdentityStore
+
     dependencies.override(
         ledger_store=dynamo_world.store,
         staff_store=dynamo_staff_store,
+        identity_store=DynamoIdentityStore(REGION),
         card_authority=dynamo_world.authority,
         clock=time.time,
         settings=Settings(

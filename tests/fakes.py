@@ -18,6 +18,7 @@ class FakeLedgerStore:
         self.merchants: dict[str, ports.Merchant] = {}
         self.terminals: dict[str, ports.Terminal] = {}
         self.cards: dict[str, ports.Card] = {}
+        self.mykeys: dict[str, ports.Mykey] = {}
         self.wallets: dict[tuple[str, str], ports.Wallet] = {}
         self.transfers: dict[str, ports.Transfer] = {}
         self.counters: dict[str, int] = {}
@@ -40,7 +41,7 @@ class FakeLedgerStore:
         return self.cards.get(certificate_key)
 
     def mykey_exists(self, mykey_id):
-        return any(card.mykey_id == mykey_id for card in self.cards.values())
+        return mykey_id in self.mykeys
 
     def get_wallet(self, mykey_id, municipality_code):
         return self.wallets.get((mykey_id, municipality_code), ports.Wallet(mykey_id, municipality_code))
@@ -131,6 +132,9 @@ class FakeLedgerStore:
 
     def put_card(self, card):
         self.cards[card.certificate_key] = card
+
+    def put_mykey(self, mykey):
+        self.mykeys[mykey.mykey_id] = mykey
 
     def set_card_status(self, certificate_key, status):
         self.cards[certificate_key] = dataclasses.replace(self.cards[certificate_key], status=status)

@@ -164,6 +164,8 @@ def build_world(store, seed: int = 1, budget_total: int = 100_000_000, pin_free_
         for role in ("viewer", "operator", "approver"):
             for code in (world.home_code, world.other_code):
                 staff_store.put_staff(StaffAccount(f"{role}-{code}-{suffix}", code, role, _PASSWORD_HASH))
+        for role in ("call_centre", "platform_operator"):
+            staff_store.put_staff(StaffAccount(f"{role}-platform-{suffix}", "platform", role, _PASSWORD_HASH))
     world.staff_suffix = suffix
     return world
 

@@ -92,6 +92,21 @@ class DevCertificateAuthority:
         key = serialization.load_pem_private_key(data, password=None)
         return cls(key, x509.load_pem_x509_certificate(data[data.index(b"-----BEGIN CERTIFICATE-----"):]))
 
+    def issue_crl(self, serial_numbers: list[int]) -> bytes:
+        """A DER certificate revocation list signed by this CA, as J-LIS publishes for its cards."""
+        now = dt.datetime.now(dt.timezone.utc)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now - dt.timedelta(minutes=1))
+            .next_update(now + dt.timedelta(days=1))
+        )
+        for serial_number in serial_numbers:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial_number).revocation_date(now).build()
+            )
+        return builder.sign(self.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
     def issue_card(
         self, valid_days: int = 365 * 5, not_before: dt.datetime | None = None, serial_number: int | None = None
     ) -> DevCard:

@@ -44,6 +44,17 @@ def get_staff_store():
     return _get("staff_store", build)
 
 
+def get_identity_store():
+    def build():
+        from chalicelib.config import get_settings
+        from chalicelib.storage.identity import DynamoIdentityStore
+
+        get_ledger_store()  # binds the models to this stage's tables
+        return DynamoIdentityStore(get_settings().region)
+
+    return _get("identity_store", build)
+
+
 def get_card_authority():
     def build():
         from chalicelib.auth.cards import authority_from_settings

@@ -7,6 +7,8 @@ id. Bodies are parsed here, with a size limit and a nesting limit, so that bad i
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import json
@@ -104,6 +106,15 @@ def refuse_unknown_fields(body: dict, allowed: set[str], where: str = "") -> Non
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise errors.ValidationFailed(f"{where}未知の項目があります: {', '.join(unknown)}", field=unknown[0])
+
+
+def base64_field(value: Any, field: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field) from error
 
 
 def fingerprint(body: dict, *extra: str) -> str:

@@ -17,22 +17,35 @@ from chalicelib.domain.time import japan_day_end_utc, japan_day_start_utc
 staff_api = Blueprint(__name__)
 
 
-def _token() -> str | None:
-    header = staff_api.current_request.headers.get("authorization", "")
+def bearer_token(request) -> str | None:
+    header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _token() -> str | None:
+    return bearer_token(staff_api.current_request)
+
+
+def current_staff_session(request=None):
+    """The signed-in staff member, whoever they are; routes then check scope and role."""
+    from chalicelib.services import staff
+
+    session = staff.authenticate(
+        deps.get_staff_store(), bearer_token(request or staff_api.current_request),
+        deps.get_settings().staff_session_idle_seconds, deps.get_clock(),
+    )
+    (request or staff_api.current_request).context["staff_id"] = session.staff_id
+    return session
 
 
 def _staff_session(municipality_code: str, minimum_role: str):
     from chalicelib.services import staff
 
     # Who is asking comes first: without a valid session nothing, not even the path, is looked at.
-    session = staff.authenticate(
-        deps.get_staff_store(), _token(), deps.get_settings().staff_session_idle_seconds, deps.get_clock()
-    )
+    session = current_staff_session()
     code = identifiers.municipality_code(municipality_code)
     staff.authorize(session, code, minimum_role)
-    staff_api.current_request.context["staff_id"] = session.staff_id
     return code, session
 
 
@@ -42,18 +55,22 @@ def sign_in():
     from chalicelib.services import staff
 
     body = json_object(staff_api.current_request)
-    refuse_unknown_fields(body, {"staff_id", "password"})
+    refuse_unknown_fields(body, {"staff_id", "password", "counter_terminal_id"})
     staff_id = identifiers.plain_identifier(required(body, "staff_id"), "staff_id")
     password = required(body, "password")
     if not isinstance(password, str):
         raise errors.ValidationFailed("password は文字列で指定してください。", field="password")
-    token, session = staff.sign_in(deps.get_staff_store(), staff_id, password, deps.get_clock())
+    counter_terminal_id = body.get("counter_terminal_id")
+    if counter_terminal_id is not None:
+        counter_terminal_id = identifiers.plain_identifier(counter_terminal_id, "counter_terminal_id")
+    token, session = staff.sign_in(deps.get_staff_store(), staff_id, password, deps.get_clock(), counter_terminal_id)
     return created(
         {
             "token": token,
             "staff_id": session.staff_id,
             "municipality_code": session.municipality_code,
             "role": session.role,
+            "counter_terminal_id": session.counter_terminal_id,
             "idle_timeout_seconds": deps.get_settings().staff_session_idle_seconds,
             "expires_at": session.expires_at,
         }

@@ -4,14 +4,20 @@ Every call is authenticated by the terminal's request signature before its body 
 """
 from __future__ import annotations
 
-import base64
-import binascii
-
 from chalice import Blueprint
 
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
-from chalicelib.api.http import created, endpoint, fingerprint, json_object, raw_body, refuse_unknown_fields, required
+from chalicelib.api.http import (
+    base64_field,
+    created,
+    endpoint,
+    fingerprint,
+    json_object,
+    raw_body,
+    refuse_unknown_fields,
+    required,
+)
 from chalicelib.domain import identifiers
 
 terminal_api = Blueprint(__name__)
@@ -28,15 +34,6 @@ def _authenticated_terminal():
     return terminal
 
 
-def _base64(value, field: str) -> bytes:
-    if not isinstance(value, str) or not value:
-        raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field) from error
-
-
 def _card(body: dict, signature_allowed: bool):
     from chalicelib.services.ledger import PresentedCard
 
@@ -45,14 +42,14 @@ def _card(body: dict, signature_allowed: bool):
         raise errors.ValidationFailed("card はオブジェクトで指定してください。", field="card")
     allowed = {"certificate", "signature", "signed_at"} if signature_allowed else {"certificate"}
     refuse_unknown_fields(card, allowed, "card: ")
-    certificate = _base64(required(card, "certificate"), "card.certificate")
+    certificate = base64_field(required(card, "certificate"), "card.certificate")
     signature = card.get("signature")
     signed_at = card.get("signed_at")
     if signed_at is not None and (isinstance(signed_at, bool) or not isinstance(signed_at, int)):
         raise errors.ValidationFailed("card.signed_at は Unix 秒の整数で指定してください。", field="card.signed_at")
     return PresentedCard(
         certificate_der=certificate,
-        signature=_base64(signature, "card.signature") if signature is not None else None,
+        signature=base64_field(signature, "card.signature") if signature is not None else None,
         signed_at=signed_at,
     )
 
@@ -155,3 +152,47 @@ def create_balance_inquiry():
         "merchant_name": merchant.name,
         "balances": ledger.balances_at_merchant(store, merchant, card.mykey_id, clock),
     }
+
+
+# -- facility links: a facility's own local ID for the card, and nothing else ----------------------------
+
+
+def _facility_card_body(allowed: set[str]) -> tuple[dict, bytes]:
+    body = json_object(terminal_api.current_request)
+    refuse_unknown_fields(body, allowed)
+    return body, _card(body, signature_allowed=False).certificate_der
+
+
+@terminal_api.route("/v1/facility-links", methods=["POST"])
+@endpoint(terminal_api)
+def create_facility_link():
+    from chalicelib.services import identity
+
+    terminal = _authenticated_terminal()
+    body, certificate = _facility_card_body({"card", "local_id"})
+    local_id = identifiers.plain_identifier(required(body, "local_id"), "local_id")
+    link = identity.link_facility(deps.get_identity_store(), deps.get_ledger_store(), deps.get_card_authority(),
+                                  terminal, certificate, local_id, deps.get_clock())
+    return created(link)
+
+
+@terminal_api.route("/v1/facility-link-lookups", methods=["POST"])
+@endpoint(terminal_api)
+def look_up_facility_link():
+    from chalicelib.services import identity
+
+    terminal = _authenticated_terminal()
+    _, certificate = _facility_card_body({"card"})
+    return identity.look_up_facility_link(deps.get_identity_store(), deps.get_ledger_store(), deps.get_card_authority(),
+                                          terminal, certificate, deps.get_clock())
+
+
+@terminal_api.route("/v1/facility-link-removals", methods=["POST"])
+@endpoint(terminal_api)
+def remove_facility_link():
+    from chalicelib.services import identity
+
+    terminal = _authenticated_terminal()
+    _, certificate = _facility_card_body({"card"})
+    return identity.unlink_facility(deps.get_identity_store(), deps.get_ledger_store(), deps.get_card_authority(),
+                                    terminal, certificate, deps.get_clock())

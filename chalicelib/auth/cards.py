@@ -72,6 +72,41 @@ class CardAuthority:
             )
         raise errors.CardCertificateInvalid()
 
+    # -- feeds: revocations and renewals name certificates by serial, never by the certificate itself --
+
+    def certificate_key_for(self, anchor, serial_number: int) -> str:
+        return certificate_key(self._hash_secret, anchor.subject.public_bytes(), serial_number)
+
+    def certificate_keys(self, serial_number: int) -> list[str]:
+        """The keys a serial would have under each CA of the trust store (a feed names no issuer)."""
+        return [self.certificate_key_for(anchor, serial_number) for anchor in self._anchors]
+
+    def issuer_for_renewals(self, sha256_fingerprint: str | None):
+        from cryptography.hazmat.primitives import hashes
+
+        if sha256_fingerprint is None:
+            if len(self._anchors) != 1:
+                raise errors.FeedInvalid("新しい証明書の発行CA（new_issuer_sha256）を指定してください。")
+            return self._anchors[0]
+        wanted = sha256_fingerprint.replace(":", "").lower()
+        for anchor in self._anchors:
+            if anchor.fingerprint(hashes.SHA256()).hex() == wanted:
+                return anchor
+        raise errors.FeedInvalid("new_issuer_sha256 の CA は信頼リストにありません。")
+
+    def revoked_keys_from_crl(self, crl_der: bytes) -> list[str]:
+        """Keys of the certificates a CRL revokes, only if a CA of the trust store signed the CRL."""
+        from cryptography import x509
+
+        try:
+            crl = x509.load_der_x509_crl(crl_der)
+        except ValueError as error:
+            raise errors.FeedInvalid("CRL（DER）を読み取れませんでした。") from error
+        for anchor in self._anchors:
+            if anchor.subject == crl.issuer and crl.is_signature_valid(anchor.public_key()):
+                return [self.certificate_key_for(anchor, revoked.serial_number) for revoked in crl]
+        raise errors.FeedInvalid("CRL の署名を信頼リストのCAで確認できませんでした。")
+
     @staticmethod
     def verify_signature(verified: VerifiedCertificate, message: bytes, signature: bytes) -> None:
         from cryptography.exceptions import InvalidSignature

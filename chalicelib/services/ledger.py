@@ -19,6 +19,7 @@ from chalicelib.auth.cards import CardAuthority, payment_message
 from chalicelib.domain import lots as lot_rules
 from chalicelib.domain.time import japan_date, posted_at
 from chalicelib.services import ports
+from chalicelib.services.identity import refuse_unusable_card
 from chalicelib.services.retry import post_with_retries
 
 Clock = Callable[[], float]
@@ -112,8 +113,7 @@ def resolve_card(
     card = store.get_card(verified.certificate_key)
     if card is None:
         raise errors.CardUnknown()
-    if card.status != "active":
-        raise errors.CardRevoked()
+    refuse_unusable_card(card)
     return card, verified
 
 

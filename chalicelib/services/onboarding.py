@@ -9,7 +9,7 @@ from chalicelib.domain import identifiers
 from chalicelib.services import ports
 from chalicelib.services.ledger import budget_counter_id
 
-MERCHANT_KINDS = ("shop", "large_store", "public_facility")
+MERCHANT_KINDS = ("shop", "large_store", "public_facility", "shopping_district")
 
 
 def register_municipality(store, municipality: ports.Municipality) -> None:
@@ -37,14 +37,8 @@ def register_terminal(store, terminal: ports.Terminal) -> None:
     store.put_terminal(terminal)
 
 
-def register_card(store, certificate_key: str, mykey_id: str, home_municipality_code: str | None, registered_at: str) -> None:
-    """The minimal card → MyKey ID binding used for seeded test cards; the registration flow is separate."""
-    store.put_card(
-        ports.Card(
-            certificate_key=certificate_key,
-            mykey_id=identifiers.mykey_id(mykey_id),
-            status="active",
-            home_municipality_code=home_municipality_code,
-            registered_at=registered_at,
-        )
-    )
+def register_card(store, certificate_key: str, mykey_id: str, home_municipality_code: str, registered_at: str) -> None:
+    """Bind a seeded test card to a MyKey ID directly; residents register through the challenge flow."""
+    mykey_id = identifiers.mykey_id(mykey_id)
+    store.put_mykey(ports.Mykey(mykey_id, "active", identifiers.municipality_code(home_municipality_code), registered_at))
+    store.put_card(ports.Card(certificate_key, mykey_id, ports.CARD_ACTIVE, registered_at))

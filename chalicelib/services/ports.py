@@ -51,13 +51,25 @@ class Terminal:
     label: str | None = None
 
 
+CARD_ACTIVE, CARD_SUSPENDED, CARD_REVOKED, CARD_SUPERSEDED = "active", "suspended", "revoked", "superseded"
+
+
 @dataclass(frozen=True)
 class Card:
     certificate_key: str
-    mykey_id: str
-    status: str  # active, suspended or revoked
-    home_municipality_code: str | None = None
+    mykey_id: str | None  # None for a revoked certificate that was never registered
+    status: str  # active, suspended, revoked or superseded (renewed)
     registered_at: str = ""
+    status_changed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Mykey:
+    mykey_id: str
+    status: str  # active or suspended
+    home_municipality_code: str
+    registered_at: str
+    status_changed_at: str | None = None
 
 
 @dataclass(frozen=True)

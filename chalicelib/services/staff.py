@@ -17,7 +17,11 @@ from typing import Callable, Protocol
 from chalicelib import errors
 
 VIEWER, OPERATOR, APPROVER = "viewer", "operator", "approver"
+CALL_CENTRE, PLATFORM_OPERATOR = "call_centre", "platform_operator"
 ROLES = (VIEWER, OPERATOR, APPROVER)
+# Platform staff (the call centre, the platform operator) belong to no municipality.
+PLATFORM = "platform"
+PLATFORM_ROLES = (CALL_CENTRE, PLATFORM_OPERATOR)
 _ROLE_RANK = {VIEWER: 0, OPERATOR: 1, APPROVER: 2}
 SESSION_MAX_SECONDS = 8 * 3600
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -40,6 +44,8 @@ class StaffSession:
     role: str
     last_seen_at: int
     expires_at: int
+    # The shared counter terminal the session was opened on, recorded in every audit event.
+    counter_terminal_id: str | None = None
 
 
 class StaffStore(Protocol):
@@ -72,7 +78,8 @@ def session_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[], float]) -> tuple[str, StaffSession]:
+def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[], float],
+            counter_terminal_id: str | None = None) -> tuple[str, StaffSession]:
     account = store.get_staff(staff_id)
     # The same refusal whether the id or the password is wrong: no hint about which staff ids exist.
     if account is None or not account.active or not password_matches(password, account.password_hash):
@@ -86,6 +93,7 @@ def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[],
         role=account.role,
         last_seen_at=now,
         expires_at=now + SESSION_MAX_SECONDS,
+        counter_terminal_id=counter_terminal_id,
     )
     store.put_session(session)
     return token, session
@@ -111,6 +119,19 @@ def authorize(session: StaffSession, municipality_code: str, minimum_role: str) 
         raise errors.StaffForbidden("他の自治体のデータにはアクセスできません。")
     if _ROLE_RANK.get(session.role, -1) < _ROLE_RANK[minimum_role]:
         raise errors.StaffForbidden()
+
+
+def authorize_platform(session: StaffSession, roles: tuple[str, ...]) -> None:
+    if session.municipality_code != PLATFORM or session.role not in roles:
+        raise errors.StaffForbidden()
+
+
+def authorize_for_resident(session: StaffSession, home_municipality_code: str, platform_roles: tuple[str, ...]) -> None:
+    """Platform staff with one of `platform_roles` act for any resident; municipal operators for their own."""
+    if session.municipality_code == PLATFORM:
+        authorize_platform(session, platform_roles)
+    else:
+        authorize(session, home_municipality_code, OPERATOR)
 
 
 def sign_out(store: StaffStore, token: str) -> None:

@@ -19,6 +19,7 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.services import ports
+from chalicelib.storage.identity import read_card, read_mykey, write_card, write_mykey
 from chalicelib.storage.models import (
     EXPIRY_INDEX_SHARDS,
     MUNICIPALITY_INDEX_SHARDS,
@@ -127,19 +128,10 @@ class DynamoLedgerStore:
         )
 
     def get_card(self, certificate_key: str) -> ports.Card | None:
-        item = self._get(CardModel, certificate_key)
-        if item is None:
-            return None
-        return ports.Card(
-            certificate_key=item.certificate_key,
-            mykey_id=item.mykey_id,
-            status=item.status,
-            home_municipality_code=item.home_municipality_code,
-            registered_at=item.registered_at,
-        )
+        return read_card(certificate_key)
 
     def mykey_exists(self, mykey_id: str) -> bool:
-        return any(True for _ in CardModel.by_mykey.query(mykey_id, limit=1))
+        return read_mykey(mykey_id) is not None
 
     def get_wallet(self, mykey_id: str, municipality_code: str) -> ports.Wallet:
         item = self._get(WalletModel, mykey_id, municipality_code, consistent_read=True)
@@ -278,13 +270,10 @@ class DynamoLedgerStore:
         ).save()
 
     def put_card(self, card: ports.Card) -> None:
-        CardModel(
-            card.certificate_key,
-            mykey_id=card.mykey_id,
-            status=card.status,
-            home_municipality_code=card.home_municipality_code,
-            registered_at=card.registered_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        ).save()
+        write_card(card)
+
+    def put_mykey(self, mykey: ports.Mykey) -> None:
+        write_mykey(mykey)
 
     def set_card_status(self, certificate_key: str, status: str) -> None:
         CardModel(certificate_key).update(actions=[CardModel.status.set(status)], condition=CardModel.certificate_key.exists())

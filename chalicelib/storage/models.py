@@ -191,7 +191,11 @@ class CardsByMykeyIndex(GlobalSecondaryIndex):
 
 
 class CardModel(Model):
-    """A card's user-authentication certificate, known only by a keyed hash, bound to a MyKey ID."""
+    """A card's user-authentication certificate, known only by a keyed hash, and its MyKey ID.
+
+    Revoked certificates that were never registered are kept too (with no MyKey ID), so that they
+    cannot be registered later.
+    """
 
     class Meta:
         # The table's name without the stage prefix; `bind_models` sets table_name on first use.
@@ -200,12 +204,86 @@ class CardModel(Model):
         billing_mode = "pay_per_request"
 
     certificate_key = UnicodeAttribute(hash_key=True)
-    mykey_id = UnicodeAttribute()
+    mykey_id = UnicodeAttribute(null=True)
     status = UnicodeAttribute(default="active")
-    home_municipality_code = UnicodeAttribute(null=True)
     registered_at = UnicodeAttribute()
+    status_changed_at = UnicodeAttribute(null=True)
 
     by_mykey = CardsByMykeyIndex()
+
+
+class MykeyModel(Model):
+    """A MyKey ID: the one identifier every facility and programme knows the resident by."""
+
+    class Meta:
+        base_name = "mykeys"
+        table_name = "mykeys"
+        billing_mode = "pay_per_request"
+
+    mykey_id = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute(default="active")
+    home_municipality_code = UnicodeAttribute()
+    registered_at = UnicodeAttribute()
+    status_changed_at = UnicodeAttribute(null=True)
+
+
+class ChallengeModel(Model):
+    """A one-time server challenge for a card to sign (registration, resident sign-in, reinstatement)."""
+
+    class Meta:
+        base_name = "challenges"
+        table_name = "challenges"
+        billing_mode = "pay_per_request"
+
+    challenge_id = UnicodeAttribute(hash_key=True)
+    purpose = UnicodeAttribute()
+    challenge = UnicodeAttribute()
+    expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+
+
+class FacilityLinkModel(Model):
+    """A facility's own local ID (library card number, museum member number) linked to a MyKey ID."""
+
+    class Meta:
+        base_name = "facility_links"
+        table_name = "facility_links"
+        billing_mode = "pay_per_request"
+
+    mykey_id = UnicodeAttribute(hash_key=True)
+    facility_id = UnicodeAttribute(range_key=True)
+    local_id = UnicodeAttribute()
+    linked_at = UnicodeAttribute()
+
+
+class AuditEventModel(Model):
+    """What a staff member or resident did to an identity, by whom and from which counter terminal."""
+
+    class Meta:
+        base_name = "audit_events"
+        table_name = "audit_events"
+        billing_mode = "pay_per_request"
+
+    scope = UnicodeAttribute(hash_key=True)  # a municipality code, or "platform"
+    event_key = UnicodeAttribute(range_key=True)  # occurred_at#event_id, so a scope's events sort by time
+    action = UnicodeAttribute()
+    actor = UnicodeAttribute()  # staff:<id>, resident (the MyKey ID itself), or system
+    counter_terminal_id = UnicodeAttribute(null=True)
+    mykey_id = UnicodeAttribute(null=True)
+    details = MapAttribute(default=dict)
+
+
+class ResidentSessionModel(Model):
+    """A resident signed in with their card; known by the hash of its token, short-lived."""
+
+    class Meta:
+        base_name = "resident_sessions"
+        table_name = "resident_sessions"
+        billing_mode = "pay_per_request"
+
+    session_key = UnicodeAttribute(hash_key=True)
+    mykey_id = UnicodeAttribute()
+    last_seen_at = NumberAttribute()
+    expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
 
 
 class NonceModel(Model):
@@ -250,6 +328,7 @@ class StaffSessionModel(Model):
     staff_id = UnicodeAttribute()
     municipality_code = UnicodeAttribute()
     role = UnicodeAttribute()
+    counter_terminal_id = UnicodeAttribute(null=True)
     last_seen_at = NumberAttribute()
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
 
@@ -262,13 +341,23 @@ ALL_MODELS: tuple[type[Model], ...] = (
     MerchantModel,
     TerminalModel,
     CardModel,
+    MykeyModel,
+    ChallengeModel,
+    FacilityLinkModel,
+    AuditEventModel,
+    ResidentSessionModel,
     NonceModel,
     StaffModel,
     StaffSessionModel,
 )
 
-# Tables whose items are personal or money data, kept by point-in-time recovery in production.
-TTL_ATTRIBUTES = {"nonces": "expires_at", "staff_sessions": "expires_at"}
+# Tables whose items expire by themselves.
+TTL_ATTRIBUTES = {
+    "nonces": "expires_at",
+    "staff_sessions": "expires_at",
+    "challenges": "expires_at",
+    "resident_sessions": "expires_at",
+}
 
 
 def bind_models(table_prefix: str, region: str) -> None:

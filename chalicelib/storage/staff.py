@@ -30,6 +30,7 @@ class DynamoStaffStore:
             role=session.role,
             last_seen_at=session.last_seen_at,
             expires_at=session.expires_at,
+            counter_terminal_id=session.counter_terminal_id,
         ).save()
 
     def get_session(self, session_key: str) -> StaffSession | None:
@@ -39,7 +40,7 @@ class DynamoStaffStore:
             return None
         return StaffSession(
             item.session_key, item.staff_id, item.municipality_code, item.role,
-            int(item.last_seen_at), int(item.expires_at),
+            int(item.last_seen_at), int(item.expires_at), item.counter_terminal_id,
         )
 
     def touch_session(self, session_key: str, last_seen_at: int) -> None:

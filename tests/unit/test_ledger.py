@@ -108,11 +108,14 @@ def test_payment__signature_older_than_600_seconds__is_expired_unless_a_replay(w
     assert ledger.pay(command, world.store, world.authority, world.clock) == first
 
 
-def test_payment__revoked_or_suspended_card__is_refused(world):
-    for status in ("revoked", "suspended"):
-        mykey = world.add_card(status=status)
-        with pytest.raises(errors.CardRevoked):
-            world.pay(mykey, 1)
+@pytest.mark.parametrize(
+    "status,refusal",
+    [("revoked", errors.CardRevoked), ("suspended", errors.CardSuspended), ("superseded", errors.CardSuperseded)],
+)
+def test_payment__revoked_suspended_or_renewed_card__is_refused_with_its_code(world, status, refusal):
+    mykey = world.add_card(status=status)
+    with pytest.raises(refusal):
+        world.pay(mykey, 1)
 
 
 def test_payment__card_from_unknown_issuer__is_refused(world):
