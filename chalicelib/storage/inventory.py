@@ -1,0 +1,215 @@
+"""The data inventory: every attribute of every table, and why the platform keeps it.
+
+`docs/DATA.md` is generated from the PynamoDB models joined with the purposes below
+(`python -m chalicelib.storage.inventory > docs/DATA.md`, or `make data-inventory`). A test fails when a
+model gains an attribute this inventory does not explain, when the document is stale, or when any table
+would hold a name, an address, a birth date, an Individual Number or a certificate serial of a resident.
+"""
+from __future__ import annotations
+
+from chalicelib.storage.models import ALL_MODELS, TTL_ATTRIBUTES
+
+TABLES: dict[str, dict] = {
+    "transfers": {
+        "why": "The immutable ledger: every movement of points, the first answer to a repeated request, reports.",
+        "attributes": {
+            "transfer_id": "The client's idempotency key (a UUID the terminal or staff tool generated).",
+            "kind": "grant, payment, refund, expire (later conversion, transfer_out).",
+            "debit_account": "The account points leave (wallet, issuance, merchant).",
+            "credit_account": "The account points reach.",
+            "amount": "Points moved (1 point = 1 yen).",
+            "municipality_code": "Whose points they are.",
+            "municipality_shard": "Spreads a municipality's transfers over index partitions (no hot items).",
+            "mykey_id": "The resident's MyKey ID, for their own history.",
+            "posted_at": "When the transfer was posted (UTC).",
+            "request_fingerprint": "SHA-256 of the request body: tells a retry from a different request with the same id.",
+            "balance_after": "The wallet's usable balance after this transfer, returned again on a retry.",
+            "lots": "Points moved per expiry date, so refunds give back the right lots.",
+            "merchant_id": "The shop or facility of a payment or refund.",
+            "terminal_id": "The terminal that asked, for settlement and disputes.",
+            "related_transfer_id": "The payment a refund belongs to.",
+            "reason": "The grant's reason as staff typed it (Individual Numbers refused).",
+            "staff_id": "The staff member who granted.",
+        },
+    },
+    "wallets": {
+        "why": "What each resident holds per municipality.",
+        "attributes": {
+            "mykey_id": "The holder.",
+            "municipality_code": "Whose points.",
+            "balance": "Points held (usable and not yet expired by the job).",
+            "lots": "Points per expiry date.",
+            "version": "Optimistic-concurrency guard of every wallet write.",
+            "next_expires_on": "Earliest expiry date, key of the sparse expiry index.",
+            "expiry_shard": "Spreads the expiry index over partitions.",
+            "updated_at": "Last change, for operators.",
+        },
+    },
+    "counters": {
+        "why": "Numbers guarded by conditions: budget shards and refund totals per payment.",
+        "attributes": {
+            "counter_id": "budget#<code>#<shard> or refunded#<transfer_id>.",
+            "value": "Budget left in the shard, or points refunded so far.",
+        },
+    },
+    "municipalities": {
+        "why": "Each municipality's point programme.",
+        "attributes": {
+            "municipality_code": "全国地方公共団体コード with check digit.",
+            "name": "The municipality's name (an organisation, not a person).",
+            "point_name": "The programme's name shown to residents.",
+            "expiry_rule": "How long granted points stay usable.",
+            "pin_free_limit": "Above this amount a payment needs the card's PIN signature.",
+            "max_amount": "Largest single operation the programme allows.",
+            "budget_total": "The programme's budget.",
+            "budget_shards": "How many counters the budget is split over.",
+            "active": "Whether the programme runs.",
+        },
+    },
+    "merchants": {
+        "why": "Where points can be spent, and which facilities keep local IDs.",
+        "attributes": {
+            "merchant_id": "The shop's or facility's id.",
+            "name": "The shop's or facility's name (a business, shown on receipts and history).",
+            "kind": "shop, large_store, public_facility or shopping_district.",
+            "municipality_code": "Where it is.",
+            "accepted_municipalities": "Whose points it accepts.",
+            "active": "Whether it may take payments.",
+        },
+    },
+    "terminals": {
+        "why": "Verifying terminal request signatures.",
+        "attributes": {
+            "terminal_id": "The terminal's id.",
+            "merchant_id": "The shop or facility it belongs to.",
+            "public_key": "Its Ed25519 public key (public data).",
+            "active": "Disabled terminals are refused.",
+            "label": "A name the shop gives it.",
+        },
+    },
+    "cards": {
+        "why": "Which MyKey ID a card belongs to, and whether it may be used. The certificate serial itself is never stored.",
+        "attributes": {
+            "certificate_key": "HMAC-SHA-256, with a platform secret, of the issuing CA and the serial.",
+            "mykey_id": "The MyKey ID; empty for a revoked certificate that was never registered.",
+            "status": "active, suspended, revoked or superseded (renewed).",
+            "registered_at": "When the card was bound.",
+            "status_changed_at": "When the status last changed.",
+        },
+    },
+    "mykeys": {
+        "why": "The ID table of the My Key Platform.",
+        "attributes": {
+            "mykey_id": "8 characters from the DESIGN §3 alphabet.",
+            "status": "active or suspended.",
+            "home_municipality_code": "Receives unallocated partner conversions.",
+            "registered_at": "When it was issued.",
+            "status_changed_at": "When it was last suspended or reinstated.",
+        },
+    },
+    "challenges": {
+        "why": "One-time challenges a card signs to prove itself; deleted on use or by TTL after 5 minutes.",
+        "attributes": {
+            "challenge_id": "Its id.",
+            "purpose": "registration, resident_sign_in or reinstatement.",
+            "challenge": "32 random bytes.",
+            "expires_at": "TTL.",
+        },
+    },
+    "facility_links": {
+        "why": "A facility's own local ID linked to a MyKey ID (one card opens every facility). No visit is recorded.",
+        "attributes": {
+            "mykey_id": "The resident.",
+            "facility_id": "The library, museum or shopping district (a merchant id).",
+            "local_id": "The facility's own member number.",
+            "linked_at": "When it was linked.",
+        },
+    },
+    "audit_events": {
+        "why": "Who changed an identity: registrations, links, suspensions, reinstatements, feed imports.",
+        "attributes": {
+            "scope": "A municipality code, or platform.",
+            "event_key": "Time and a random suffix, so events sort by time.",
+            "action": "What was done.",
+            "actor": "staff:<id>, resident, terminal:<id>.",
+            "counter_terminal_id": "The shared counter terminal the staff member signed in on.",
+            "mykey_id": "Whose identity changed.",
+            "details": "Counts and reasons (no personal data).",
+        },
+    },
+    "resident_sessions": {
+        "why": "A resident signed in with the card; gone after 5 idle minutes, 30 minutes at most, or sign-out.",
+        "attributes": {
+            "session_key": "SHA-256 of the session token.",
+            "mykey_id": "Who signed in.",
+            "last_seen_at": "For the inactivity timeout.",
+            "expires_at": "TTL.",
+        },
+    },
+    "nonces": {
+        "why": "Refusing a replayed terminal request; the only trace a signed request leaves, deleted by TTL.",
+        "attributes": {
+            "nonce_key": "terminal id and nonce.",
+            "expires_at": "TTL, ten minutes after the request's timestamp.",
+        },
+    },
+    "staff": {
+        "why": "Staff sign-in, scoped to one municipality or the platform.",
+        "attributes": {
+            "staff_id": "The staff member's id.",
+            "municipality_code": "Their municipality, or platform.",
+            "role": "viewer, operator, approver, call_centre or platform_operator.",
+            "password_hash": "scrypt hash.",
+            "active": "Disabled accounts cannot sign in.",
+        },
+    },
+    "staff_sessions": {
+        "why": "Signed-in staff; ends on sign-out, inactivity or TTL.",
+        "attributes": {
+            "session_key": "SHA-256 of the session token.",
+            "staff_id": "Who signed in.",
+            "municipality_code": "Their scope.",
+            "role": "Their role.",
+            "counter_terminal_id": "The shared counter terminal, for the audit trail.",
+            "last_seen_at": "For the inactivity timeout.",
+            "expires_at": "TTL.",
+        },
+    },
+}
+
+
+def model_attributes() -> dict[str, list[tuple[str, str, str]]]:
+    """Each table's attributes as the models define them: (name, DynamoDB type, key role)."""
+    tables = {}
+    for model in ALL_MODELS:
+        rows = []
+        for name, attribute in model.get_attributes().items():
+            role = "partition key" if attribute.is_hash_key else "sort key" if attribute.is_range_key else ""
+            if TTL_ATTRIBUTES.get(model.Meta.base_name) == name:
+                role = "TTL"
+            rows.append((name, attribute.attr_type, role))
+        tables[model.Meta.base_name] = rows
+    return tables
+
+
+def render_markdown() -> str:
+    lines = [
+        "# What the platform stores, and why",
+        "",
+        "Generated from `chalicelib/storage/models.py` and `chalicelib/storage/inventory.py` by",
+        "`make data-inventory`; a test keeps this file current. The platform stores **no name, address or",
+        "birth date of a resident, no Individual Number (個人番号) and no certificate serial in clear**.",
+        "Lookups and identity checks write nothing except the spent nonce of their signed request.",
+        "",
+    ]
+    for table, rows in model_attributes().items():
+        entry = TABLES[table]
+        lines += [f"## `{table}`", "", entry["why"], "", "| attribute | type | key | why |", "|---|---|---|---|"]
+        for name, attribute_type, role in rows:
+            lines.append(f"| `{name}` | {attribute_type} | {role} | {entry['attributes'][name]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
