@@ -64,6 +64,9 @@ def sign_in():
     if counter_terminal_id is not None:
         counter_terminal_id = identifiers.plain_identifier(counter_terminal_id, "counter_terminal_id")
     token, session = staff.sign_in(deps.get_staff_store(), staff_id, password, deps.get_clock(), counter_terminal_id)
+    # Who was signed in at which counter, and when: the trail that shared counter terminals need.
+    deps.get_identity_store().audit(session.municipality_code, "staff_sign_in", f"staff:{session.staff_id}",
+                                    counter_terminal_id=counter_terminal_id)
     return created(
         {
             "token": token,
@@ -82,10 +85,10 @@ def sign_in():
 def sign_out():
     from chalicelib.services import staff
 
-    token = _token()
-    if not token:
-        raise errors.StaffAuthenticationFailed()
-    staff.sign_out(deps.get_staff_store(), token)
+    session = current_staff_session()
+    staff.sign_out(deps.get_staff_store(), _token())
+    deps.get_identity_store().audit(session.municipality_code, "staff_sign_out", f"staff:{session.staff_id}",
+                                    counter_terminal_id=session.counter_terminal_id)
     return Response(body="", status_code=204)
 
 
@@ -117,6 +120,11 @@ def create_grant(code):
     )
     transfer = ledger.grant(command, deps.get_ledger_store(), deps.get_clock())
     count("GrantsPosted")
+    # Written after the grant: a retry with the same grant_id replays the grant and audits the retry too.
+    deps.get_identity_store().audit(
+        municipality_code, "grant", f"staff:{session.staff_id}", transfer.mykey_id, session.counter_terminal_id,
+        {"grant_id": transfer.transfer_id, "amount": transfer.amount},
+    )
     return created(
         {
             "grant_id": transfer.transfer_id,

@@ -180,7 +180,8 @@ def test_resident_session__ends_after_five_idle_minutes(http):
 
 
 def test_lookups_and_identity_checks__leave_no_usage_history(http, table_snapshot):
-    """100 facility lookups and 100 card identity checks write nothing but their spent request nonces."""
+    """100 facility lookups, 100 balance inquiries and 100 payments' identity checks (the card is
+    verified, then the payment refused for its amount) write nothing but their spent request nonces."""
     world = http.world
     mykey = world.add_card()
     world.grant(mykey, 100)
@@ -191,9 +192,10 @@ def test_lookups_and_identity_checks__leave_no_usage_history(http, table_snapsho
         assert _lookup(http, card).status_code == 200
         inquiry = http.terminal(world.shop, "POST", "/v1/balance-inquiries", {"card": {"certificate": card.certificate_base64}})
         assert inquiry.status_code == 200
+        assert _code(_pay(http, card, 101)) == "insufficient_balance"
     after = table_snapshot()
     # The data inventory documents nonce records (with a TTL) as the only trace of a signed request.
-    assert len(after.pop("nonces")) == len(before.pop("nonces")) + 200
+    assert len(after.pop("nonces")) == len(before.pop("nonces")) + 300
     assert after == before
 
 
@@ -340,3 +342,19 @@ def test_feed__malformed_csv__is_feed_invalid_and_changes_nothing(http, table_sn
     after = table_snapshot()
     after.pop("staff_sessions"), before.pop("staff_sessions")
     assert after == before
+
+
+def test_counter_staff__sign_in_grant_and_sign_out_are_audited_with_the_terminal(http):
+    world = http.world
+    mykey = world.add_card()
+    token = http.sign_in("operator", counter_terminal_id="counter-7")
+    grant = http.staff(token, "POST", f"/v1/municipalities/{world.home_code}/grants",
+                       {"grant_id": str(uuid.uuid4()), "mykey_id": mykey, "amount": 300, "reason": "献血"})
+    assert grant.status_code == 201
+    assert http.staff(token, "DELETE", "/v1/staff/sessions/current").status_code == 204
+    viewer = http.sign_in("viewer")
+    events = http.staff(viewer, "GET", f"/v1/municipalities/{world.home_code}/audit-events").json_body["events"]
+    mine = [e for e in events if e["actor"] == f"staff:operator-{world.home_code}-{world.staff_suffix}"]
+    assert [e["action"] for e in mine][:3] == ["staff_sign_out", "grant", "staff_sign_in"]
+    assert {e["counter_terminal_id"] for e in mine[:3]} == {"counter-7"}
+    assert mine[1]["mykey_id"] == mykey and mine[1]["details"]["amount"] == 300
