@@ -236,3 +236,9 @@ class FeedInvalid(DomainError):
     code = "feed_invalid"
     status = 400
     message = "失効・更新情報のファイルを読み取れませんでした。"
+
+
+class MykeyNotSuspended(DomainError):
+    code = "mykey_not_suspended"
+    status = 409
+    message = "このマイキーIDは利用停止されていません。再開の手続きは不要です。"

@@ -70,21 +70,31 @@ def _depth(value: Any, level: int = 1) -> int:
     if level > MAX_JSON_DEPTH:
         return level
     if isinstance(value, dict):
-        return max([level] + [_depth(child, level + 1) for child in value.values()])
+        return max([level] + [_depth(child, level + 1) for child in value.values()] + [_text_depth(key, level) for key in value])
     if isinstance(value, list):
         return max([level] + [_depth(child, level + 1) for child in value])
+    return _text_depth(value, level)
+
+
+def _text_depth(value: Any, level: int) -> int:
+    # JSON may escape lone surrogates ("\ud800") that no UTF-8 store or log can hold: refuse them here.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise errors.ValidationFailed("文字列に不正な文字が含まれています。") from error
     return level
 
 
-def raw_body(request) -> bytes:
+def raw_body(request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     body = request.raw_body or b""
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > max_bytes:
         raise errors.RequestTooLarge()
     return body
 
 
-def json_object(request) -> dict:
-    body = raw_body(request)
+def json_object(request, max_bytes: int = MAX_BODY_BYTES) -> dict:
+    body = raw_body(request, max_bytes)
     try:
         parsed = json.loads(body.decode("utf-8")) if body else None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:

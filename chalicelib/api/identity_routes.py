@@ -12,6 +12,8 @@ from chalicelib.api.staff_routes import bearer_token, current_staff_session
 from chalicelib.domain import identifiers
 
 identity_api = Blueprint(__name__)
+# J-LIS feeds come in bulk: up to 5 MiB (under Lambda's 6 MB request limit) instead of 64 KiB.
+FEED_MAX_BYTES = 5 * 1024 * 1024
 
 
 def _card_response(body: dict):
@@ -61,15 +63,15 @@ def create_registration():
     from chalicelib.services import identity, staff
 
     request = identity_api.current_request
+    # Counter mode: staff registering a resident at the town hall sign in first, and are audited.
+    session = current_staff_session(request) if bearer_token(request) else None
     body = json_object(request)
     refuse_unknown_fields(body, {"challenge_id", "card", "home_municipality_code", "preferred_mykey_id"})
     home = identifiers.municipality_code(required(body, "home_municipality_code"), "home_municipality_code")
     preferred = body.get("preferred_mykey_id")
     preferred = identifiers.mykey_id(preferred, "preferred_mykey_id") if preferred is not None else None
     response = _card_response(body)
-    # Counter mode: staff registering a resident at the town hall sign in first, and are audited.
-    if bearer_token(request):
-        session = current_staff_session(request)
+    if session is not None:
         staff.authorize(session, home, staff.OPERATOR)
         actor = _staff_actor(session)
     else:
@@ -223,7 +225,7 @@ def import_revocation_feed():
     from chalicelib.services import identity
 
     session = _platform_operator()
-    body = json_object(identity_api.current_request)
+    body = json_object(identity_api.current_request, max_bytes=FEED_MAX_BYTES)
     refuse_unknown_fields(body, {"format", "content", "content_base64"})
     feed_format = required(body, "format")
     if feed_format not in ("csv", "crl"):
@@ -245,12 +247,14 @@ def import_renewal_feed():
     from chalicelib.services import identity
 
     session = _platform_operator()
-    body = json_object(identity_api.current_request)
+    body = json_object(identity_api.current_request, max_bytes=FEED_MAX_BYTES)
     refuse_unknown_fields(body, {"content", "new_issuer_sha256"})
     content = required(body, "content")
     issuer = body.get("new_issuer_sha256")
-    if not isinstance(content, str) or (issuer is not None and not isinstance(issuer, str)):
+    if not isinstance(content, str):
         raise errors.ValidationFailed("content は CSV の文字列です。", field="content")
+    if issuer is not None and not isinstance(issuer, str):
+        raise errors.ValidationFailed("new_issuer_sha256 は16進数の文字列です。", field="new_issuer_sha256")
     return identity.import_renewals(deps.get_identity_store(), deps.get_card_authority(), content.encode("utf-8"), issuer,
                                     _staff_actor(session))
 

@@ -283,6 +283,9 @@ def reinstate(store, authority: CardAuthority, mykey_id: str, response: CardResp
     mykey = store.get_mykey(mykey_id)
     if mykey is None:
         raise errors.MykeyIdUnknown()
+    if mykey.status != "suspended":
+        # A working MyKey gets new cards through J-LIS renewal, never a second card at a counter.
+        raise errors.MykeyNotSuspended()
     verified = _verified_response(store, authority, REINSTATEMENT, response, now)
     existing = store.get_card(verified.certificate_key)
     if existing is not None:
@@ -377,12 +380,15 @@ def import_renewals(store, authority: CardAuthority, content: bytes, new_issuer_
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:
         raise errors.FeedInvalid("CSV は UTF-8 で送ってください。") from error
-    rows = _csv_rows(text, ("old_serial_number", "new_serial_number"))
     new_issuer = authority.issuer_for_renewals(new_issuer_sha256)
+    # The whole feed is read before anything changes: a bad row refuses the feed, never half of it.
+    pairs = [
+        (_serial(row["old_serial_number"] or "", line), _serial(row["new_serial_number"] or "", line))
+        for line, row in _csv_rows(text, ("old_serial_number", "new_serial_number"))
+    ]
     counts = {"renewed": 0, "unknown": 0, "already_renewed": 0, "refused": 0}
-    for line, row in rows:
-        old_serial = _serial(row["old_serial_number"] or "", line)
-        new_key = authority.certificate_key_for(new_issuer, _serial(row["new_serial_number"] or "", line))
+    for old_serial, new_serial in pairs:
+        new_key = authority.certificate_key_for(new_issuer, new_serial)
         old_card = next((card for key in authority.certificate_keys(old_serial) if (card := store.get_card(key))), None)
         if old_card is None or old_card.mykey_id is None:
             counts["unknown"] += 1

@@ -13,6 +13,7 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.domain.time import posted_at
 from chalicelib.services import ports
 from chalicelib.storage.models import (
     AuditEventModel,
@@ -213,7 +214,7 @@ class DynamoIdentityStore:
 
     def audit(self, scope: str, action: str, actor: str, mykey_id: str | None = None,
               counter_terminal_id: str | None = None, details: dict | None = None) -> None:
-        occurred_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        occurred_at = posted_at(time.time())
         AuditEventModel(
             scope, f"{occurred_at}#{uuid.uuid4().hex[:12]}", action=action, actor=actor, mykey_id=mykey_id,
             counter_terminal_id=counter_terminal_id, details=details or {},

@@ -259,6 +259,7 @@ def test_reinstatement_on_a_new_card__keeps_mykey_balance_and_links(http):
     assert paid.status_code == 201 and paid.json_body["balance_after"] == 500
     assert _lookup(http, new_card).json_body["local_id"] == "Z9"
     assert _code(_pay(http, lost)) == "card_suspended"  # the lost card stays stopped
+    http.staff(call_centre, "POST", f"/v1/mykeys/{mykey}/suspension", {"reason": "再度の紛失"})
     someone_else = world.cards[world.add_card()]
     taken = http.staff(counter, "POST", f"/v1/mykeys/{mykey}/reinstatement", http.card_response(someone_else, "reinstatement"))
     assert taken.status_code == 409 and _code(taken) == "card_registered_elsewhere"
@@ -358,3 +359,31 @@ def test_counter_staff__sign_in_grant_and_sign_out_are_audited_with_the_terminal
     assert [e["action"] for e in mine][:3] == ["staff_sign_out", "grant", "staff_sign_in"]
     assert {e["counter_terminal_id"] for e in mine[:3]} == {"counter-7"}
     assert mine[1]["mykey_id"] == mykey and mine[1]["details"]["amount"] == 300
+
+
+def test_renewal_feed__bad_row__refuses_the_whole_feed_and_changes_nothing(http):
+    world = http.world
+    mykey = world.add_card()
+    old = world.cards[mykey]
+    new = issue_test_card()
+    operator = http.sign_in("platform_operator", code="platform")
+    content = f"old_serial_number,new_serial_number\n{old.serial_number:x},{new.serial_number:x}\nzz,01\n"
+    response = http.staff(operator, "POST", "/v1/platform/renewal-feeds", {"content": content})
+    assert response.status_code == 400 and _code(response) == "feed_invalid"
+    assert _pay(http, old).json_body["error"]["code"] == "insufficient_balance"  # still its card, not superseded
+
+
+def test_reinstatement__of_a_working_mykey__is_refused(http):
+    world = http.world
+    mykey = world.add_card()
+    counter = http.sign_in("operator")
+    response = http.staff(counter, "POST", f"/v1/mykeys/{mykey}/reinstatement", http.card_response(issue_test_card(), "reinstatement"))
+    assert response.status_code == 409 and _code(response) == "mykey_not_suspended"
+
+
+def test_lone_surrogate_in_any_string__is_validation_failed_not_a_server_error(http):
+    operator = http.sign_in("platform_operator", code="platform")
+    raw = b'{"format": "csv", "content": "serial_number\\n\\ud800"}'
+    response = http.client.http.post("/v1/platform/revocation-feeds", body=raw,
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {operator}"})
+    assert response.status_code == 400 and _code(response) == "validation_failed"

@@ -77,11 +77,24 @@ def _security_schemes(operation: dict) -> list[set[str]]:
 
 
 def _is_staff_route(method: str, path: str) -> bool:
-    return path.startswith("/v1/municipalities/") or (method, path) == ("DELETE", "/v1/staff/sessions/current")
+    return path.startswith(("/v1/municipalities/", "/v1/mykeys/", "/v1/platform/")) or (method, path) == (
+        "DELETE", "/v1/staff/sessions/current"
+    )
+
+
+def _is_optional_staff_route(method: str, path: str) -> bool:
+    """Residents register themselves without credentials; counter staff may present their session."""
+    return (method, path) == ("POST", "/v1/registrations")
+
+
+def _is_resident_route(method: str, path: str) -> bool:
+    return path.startswith("/v1/residents/") or (method, path) == ("DELETE", "/v1/resident-sessions/current")
 
 
 def _is_terminal_route(path: str) -> bool:
-    return path.startswith("/v1/payments") or path == "/v1/balance-inquiries"
+    return path.startswith("/v1/payments") or path in {
+        "/v1/balance-inquiries", "/v1/facility-links", "/v1/facility-link-lookups", "/v1/facility-link-removals",
+    }
 
 
 def test_openapi__document__is_a_valid_openapi_3_0_document(spec):
@@ -140,9 +153,23 @@ def test_openapi__terminal_routes__declare_the_terminal_signature_headers_togeth
         assert "401" in operation["responses"], f"{method} {path}"
 
 
+def test_openapi__resident_routes__declare_resident_session_security(spec):
+    resident_routes = [(m, p, op) for m, p, op in _operations(spec) if _is_resident_route(m, p)]
+    assert resident_routes
+    for method, path, operation in resident_routes:
+        assert _security_schemes(operation) == [{"residentSession"}], f"{method} {path}"
+        assert "401" in operation["responses"], f"{method} {path}"
+
+
+def test_openapi__registration__takes_an_optional_staff_session(spec):
+    operation = spec["paths"]["/v1/registrations"]["post"]
+    assert _security_schemes(operation) == [set(), {"staffSession"}]
+
+
 def test_openapi__health_and_sign_in__need_no_credentials(spec):
     for method, path, operation in _operations(spec):
-        if not (_is_staff_route(method, path) or _is_terminal_route(path)):
+        if not (_is_staff_route(method, path) or _is_terminal_route(path) or _is_resident_route(method, path)
+                or _is_optional_staff_route(method, path)):
             assert operation.get("security") == [], f"{method} {path}"
 
 
