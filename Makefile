@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit install reset tables-template data-inventory trust-store clean
+.PHONY: run test unit bench install reset tables-template data-inventory trust-store clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
 
 test: install ## Run the whole test suite; starts and stops every service it uses
 	$(PY) -m pytest -q
+
+bench: install ## Benchmarks (no timed tests): the PIN payment's card interaction through PC/SC
+	$(PY) -m bench.card_interaction
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -24,6 +24,7 @@ SHOP_TERMINAL_ID, MUSEUM_TERMINAL_ID = "demo-shop-terminal-1", "demo-museum-term
 STAFF_ID = "nagahama-admin"
 DEMO_GRANT_ID = "5b0d4d0e-7f6a-4c61-9f1e-2a52e0a10001"
 DEMO_CARD_PIN = "1234"
+PIN_FREE_LIMIT = 3000
 
 
 def _read_or_create(path: Path, create) -> dict:
@@ -57,7 +58,7 @@ def seed(store, staff_store, demo_dir: Path, hash_secret: bytes, trust_path: Pat
             store,
             ports.Municipality(
                 code=MUNICIPALITY_CODE, name="長浜市", point_name="ながはまポイント",
-                expiry_rule={"kind": "fiscal_year_end"}, pin_free_limit=3000, max_amount=50_000,
+                expiry_rule={"kind": "fiscal_year_end"}, pin_free_limit=PIN_FREE_LIMIT, max_amount=50_000,
                 budget_total=10_000_000, budget_shards=8,
             ),
         )
@@ -71,7 +72,11 @@ def seed(store, staff_store, demo_dir: Path, hash_secret: bytes, trust_path: Pat
             private, public = new_terminal_key()
             return {"terminal_id": terminal_id, "merchant_id": merchant_id, "private_key": private, "public_key": public}
 
-        keys = _read_or_create(demo_dir / f"terminal-{name}.json", create)
+        path = demo_dir / f"terminal-{name}.json"
+        keys = _read_or_create(path, create)
+        # What the terminal client needs besides its key: its default municipality and the PIN-free limit.
+        keys.update(municipality_code=MUNICIPALITY_CODE, pin_free_limits={MUNICIPALITY_CODE: PIN_FREE_LIMIT})
+        path.write_text(json.dumps(keys, ensure_ascii=False, indent=2), encoding="utf-8")
         onboarding.register_terminal(store, ports.Terminal(keys["terminal_id"], keys["merchant_id"], keys["public_key"], label=name))
         terminals[name] = keys
 

@@ -69,3 +69,19 @@ def test_production_trust_anchor__loads_and_refuses_development_cards():
     assert len(authority._anchors) == 1
     with pytest.raises(errors.CardCertificateInvalid):
         authority.verify_certificate(issue_test_card().certificate_der, NOW)
+
+
+def test_lambda_requirements__hold_no_card_reader_or_test_tools():
+    lambda_packages = {
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert lambda_packages == {"pynamodb", "aws-lambda-powertools", "cryptography"}
+    assert "pyscard" in (ROOT / "requirements-dev.txt").read_text()
+
+
+def test_server_code__never_imports_the_terminal_client_or_pyscard():
+    for path in (ROOT / "chalicelib").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "terminal_client" not in text and "smartcard" not in text, path

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tools.localcloud.pcsc import READER_BY_PORT, PcscDaemon, VirtualCardProcess
 from tools.localcloud.processes import REPOSITORY_ROOT, DynamoDBLocal, MotoServer, local_aws_environment
 
 TABLE_PREFIX = "points-dev-"
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--dynamodb-port", type=int, default=8100)
     parser.add_argument("--sqs-port", type=int, default=8200)
+    parser.add_argument("--card-port", type=int, default=35963, choices=[35963, 35964],
+                        help="the vpcd reader slot the demo card goes into")
     arguments = parser.parse_args(argv)
 
     data_dir = Path(arguments.data_dir).resolve()
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     queues = MotoServer(arguments.sqs_port, log_path=str(logs_dir / "sqs.log"))
     chalice_process: subprocess.Popen | None = None
     poller_thread: threading.Thread | None = None
+    pcscd = PcscDaemon(log_path=str(logs_dir / "pcscd.log"))
+    card: VirtualCardProcess | None = None
     try:
         print("DynamoDB Local を起動しています…", flush=True)
         database.start()
@@ -114,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         base_url = f"http://127.0.0.1:{arguments.port}"
         _wait_for_health(f"{base_url}/v1/health", chalice_process)
-        _print_welcome(base_url, demo, data_dir)
+        reader_name = None
+        if PcscDaemon.available():
+            print("カードリーダー（pcscd と仮想マイナンバーカード）を準備しています…", flush=True)
+            pcscd.start()
+            card = VirtualCardProcess(data_dir / "demo" / "card.json", arguments.card_port, str(logs_dir / "card.log")).start()
+            reader_name = READER_BY_PORT[arguments.card_port]
+        _print_welcome(base_url, demo, data_dir, reader_name)
         while not stop_requested.is_set():
             if chalice_process.poll() is not None:
                 print("chalice local が終了しました。ログ: " + str(logs_dir / "chalice.log"), flush=True)
@@ -127,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         stop_requested.set()
         _say("\n停止しています…")
         _stop(chalice_process)
+        if card is not None:
+            card.stop()
+        pcscd.stop()
         if poller_thread is not None:
             poller_thread.join(timeout=5)
         queues.stop()
@@ -142,8 +156,25 @@ def _say(text: str) -> None:
         pass
 
 
-def _print_welcome(base_url: str, demo: dict, data_dir: Path) -> None:
+def _print_welcome(base_url: str, demo: dict, data_dir: Path, reader_name: str | None) -> None:
     staff = demo["staff"]
+    demo_dir = data_dir / "demo"
+    defaults = base_url == "http://127.0.0.1:8000" and data_dir == REPOSITORY_ROOT / ".local"
+    terminal = ".venv/bin/python -m terminal_client" + (
+        "" if defaults else f" --base-url {base_url} --config {demo_dir / 'terminal-shop.json'}")
+    staff_tool = ".venv/bin/python -m tools.demo_staff" + ("" if defaults else f" --base-url {base_url} --data-dir {data_dir}")
+    if reader_name:
+        card_line = f" カードリーダー:  {reader_name}（仮想マイナンバーカードが置かれています）"
+        tries = f"""
+ 別のターミナルで試してみましょう（カードは PC/SC で読み取ります）:
+   {terminal} balance            # 残高照会
+   {terminal} pay 500            # 500ポイントで支払い
+   {terminal} pay 5000           # 暗証番号（1234）が必要な支払い
+   {terminal} refund <取引ID> 200 # 一部返金
+   {terminal} status             # 未確定の支払いを確定"""
+    else:
+        card_line = " カードリーダー:  なし（pcscd がありません。make run が apt で入れます）"
+        tries = ""
     print(
         f"""
 ============================================================
@@ -154,17 +185,12 @@ def _print_welcome(base_url: str, demo: dict, data_dir: Path) -> None:
  デモ店舗:        黒壁スクエア商店（端末 {demo['terminals']['shop']['terminal_id']}）
  デモ施設:        長浜城歴史博物館（端末 {demo['terminals']['museum']['terminal_id']}）
  テストカード:    マイキーID {demo['mykey_id']}（暗証番号 1234）
+{card_line}
  職員:            {staff['staff_id']} / パスワード {staff['password']}
  データ:          {data_dir}（make reset で削除）
-
- 別のターミナルで試してみましょう:
-   .venv/bin/python -m tools.demo_terminal balance          # 残高照会
-   .venv/bin/python -m tools.demo_terminal pay 500          # 500ポイントで支払い
-   .venv/bin/python -m tools.demo_terminal pay 5000         # 暗証番号が必要な支払い
-   .venv/bin/python -m tools.demo_terminal refund <取引ID> 200   # 一部返金
-   .venv/bin/python -m tools.demo_terminal status           # 未確認の支払いを確認
-   .venv/bin/python -m tools.demo_terminal grant 1000       # 職員として1000ポイント付与
-   .venv/bin/python -m tools.demo_terminal report           # 自治体の集計レポート
+{tries}
+   {staff_tool} grant 1000   # 職員として付与
+   {staff_tool} report       # 自治体の集計
 
  Ctrl-C ですべて停止します。
 """,
