@@ -259,3 +259,17 @@ def test_keygen__prints_the_public_key_to_register(cloud, tmp_path):
     written = json.loads(out.read_text())
     assert result.returncode == 0 and written["public_key"] in result.stdout and written["terminal_id"] == "shop-2"
     assert base64.b64decode(written["public_key"]).__len__() == 32
+
+
+def test_no_reader_and_no_card__are_said_clearly(cloud, card):
+    holder, _, _ = card
+    missing = cloud.terminal("balance", reader="Some Other Reader")
+    assert missing.returncode == 4 and "カードリーダーが見つかりません" in missing.stderr
+    holder.remove()
+    wait_for_no_card(READER)
+    try:
+        empty = cloud.terminal("pay", "100", reader=READER)
+        assert empty.returncode == 4 and "カードが置かれていません" in empty.stderr
+    finally:
+        holder.insert()
+        wait_for_card(READER)
