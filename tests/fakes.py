@@ -23,6 +23,8 @@ class FakeLedgerStore:
         self.transfers: dict[str, ports.Transfer] = {}
         self.counters: dict[str, int] = {}
         self.nonces: dict[str, int] = {}
+        self.partners: dict[str, dict] = {}
+        self.rejections: dict[str, str] = {}
 
     # reads
     def get_municipality(self, code):
@@ -85,28 +87,32 @@ class FakeLedgerStore:
             self.nonces[nonce_key] = expires_at
             return True
 
-    def post_transfer(self, transfer, wallet, counters):
+    def post_transfer(self, transfer, wallet, counters, second_wallet=None):
         with self._lock:
             if transfer.transfer_id in self.transfers:
                 raise ports.TransferAlreadyPosted(self.transfers[transfer.transfer_id])
-            key = (wallet.mykey_id, wallet.municipality_code)
-            current = self.wallets.get(key)
-            current_version = current.version if current else 0
-            if current_version != wallet.expected_version or (
-                current is not None and wallet.debit_amount and current.balance < wallet.debit_amount
-            ):
-                raise ports.WalletChanged(current)
+            wallets = [wallet] + ([second_wallet] if second_wallet else [])
+            for each in wallets:
+                current = self.wallets.get((each.mykey_id, each.municipality_code))
+                current_version = current.version if current else 0
+                if current_version != each.expected_version or (
+                    current is not None and each.debit_amount and current.balance < each.debit_amount
+                ):
+                    raise ports.WalletChanged(current)
             for counter in counters:
                 value = self.counters.get(counter.counter_id, 0)
                 if counter.condition == "at_least" and (counter.counter_id not in self.counters or value < counter.bound):
                     raise ports.CounterConditionFailed(counter.counter_id, value)
+                if counter.condition == "at_most" and value > counter.bound:
+                    raise ports.CounterConditionFailed(counter.counter_id, value)
                 if counter.condition == "equals" and value != counter.bound:
                     raise ports.CounterConditionFailed(counter.counter_id, value)
             self.transfers[transfer.transfer_id] = transfer
-            lots = {day: points for day, points in wallet.new_lots.items() if points > 0}
-            self.wallets[key] = ports.Wallet(
-                wallet.mykey_id, wallet.municipality_code, sum(lots.values()), lots, wallet.expected_version + 1
-            )
+            for each in wallets:
+                lots = {day: points for day, points in each.new_lots.items() if points > 0}
+                self.wallets[(each.mykey_id, each.municipality_code)] = ports.Wallet(
+                    each.mykey_id, each.municipality_code, sum(lots.values()), lots, each.expected_version + 1
+                )
             for counter in counters:
                 self.counters[counter.counter_id] = self.counters.get(counter.counter_id, 0) + counter.delta
 
@@ -116,6 +122,25 @@ class FakeLedgerStore:
                 raise ports.CounterConditionFailed(source_id, self.counters.get(source_id, 0))
             self.counters[source_id] -= amount
             self.counters[target_id] = self.counters.get(target_id, 0) + amount
+
+    # partners
+    def get_partner(self, partner_id):
+        return self.partners.get(partner_id)
+
+    def put_partner(self, partner):
+        self.partners[partner["partner_id"]] = partner
+
+    def get_conversion_rejection(self, partner_id, partner_txn_id):
+        return self.rejections.get(f"{partner_id}#{partner_txn_id}")
+
+    def put_conversion_rejection(self, partner_id, partner_txn_id, reason, rejected_at):
+        self.rejections.setdefault(f"{partner_id}#{partner_txn_id}", reason)
+
+    def transfers_of_partner(self, partner_id, start, end):
+        return [{"transfer_id": t.transfer_id, "municipality_code": t.municipality_code, "amount": t.amount,
+                 "partner_points": t.partner_points or 0, "campaign_code": t.campaign_code}
+                for t in self.transfers.values()
+                if t.partner_id == partner_id and t.kind == ports.CONVERSION and start <= t.posted_at <= end]
 
     # administration
     def put_municipality(self, municipality):

@@ -364,6 +364,8 @@ def expire_due(store: ports.LedgerStore, clock: Clock) -> list[ports.Transfer]:
     today = japan_date(now)
     posted = []
     for mykey_id, municipality_code in store.wallets_due_for_expiry(today.isoformat()):
+        if municipality_code == ports.RESERVE:
+            continue  # reserve points never expire: after 14 days they move to the home municipality
         transfer = expire_wallet(store, mykey_id, municipality_code, today, now)
         if transfer is not None:
             posted.append(transfer)
@@ -434,7 +436,7 @@ def balances_at_merchant(
     return sorted(result, key=lambda entry: entry["municipality_code"])
 
 
-_WALLET_SIGN = {ports.GRANT: 1, ports.REFUND: 1, ports.CONVERSION: 1, ports.PAYMENT: -1, ports.EXPIRE: -1, ports.TRANSFER_OUT: -1}
+_WALLET_SIGN = {ports.GRANT: 1, ports.REFUND: 1, ports.CONVERSION: 1, ports.RESERVE_ALLOCATION: 1, ports.PAYMENT: -1, ports.EXPIRE: -1, ports.TRANSFER_OUT: -1}
 
 
 def history(store: ports.LedgerStore, mykey_id: str, municipality_code: str | None = None, limit: int = 100) -> list[dict]:
@@ -460,6 +462,8 @@ def history(store: ports.LedgerStore, mykey_id: str, municipality_code: str | No
 SUMMARY_KINDS = {
     ports.GRANT: "issued",
     ports.CONVERSION: "converted_in",
+    # Reserve points count for a municipality when they reach its wallet.
+    ports.RESERVE_ALLOCATION: "converted_in",
     ports.PAYMENT: "spent",
     ports.REFUND: "refunded",
     ports.EXPIRE: "expired",

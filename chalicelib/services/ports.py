@@ -18,6 +18,9 @@ REFUND = "refund"
 EXPIRE = "expire"
 CONVERSION = "conversion"
 TRANSFER_OUT = "transfer_out"
+RESERVE_ALLOCATION = "reserve_allocation"
+# The reserve account (留保口座) is a wallet whose "municipality" is this marker.
+RESERVE = "reserve"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class Transfer:
     related_transfer_id: str | None = None
     reason: str | None = None
     staff_id: str | None = None
+    partner_id: str | None = None
+    partner_txn_id: str | None = None
+    partner_points: int | None = None
+    campaign_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ class CounterWrite:
     """Add `delta` to a counter guarded by a condition on its value before the write.
 
     `at_least`: the value must be at least `bound` (budget shards never go below zero).
+    `at_most`: the value must be at most `bound`, a missing counter counting as 0 (conversion caps).
     `equals`: the value must be exactly `bound`, a missing counter counting as 0 (refund totals).
     """
 

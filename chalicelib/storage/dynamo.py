@@ -24,10 +24,12 @@ from chalicelib.storage.models import (
     EXPIRY_INDEX_SHARDS,
     MUNICIPALITY_INDEX_SHARDS,
     CardModel,
+    ConversionRejectionModel,
     CounterModel,
     MerchantModel,
     MunicipalityModel,
     NonceModel,
+    PartnerModel,
     TerminalModel,
     TransferModel,
     WalletModel,
@@ -44,6 +46,19 @@ def municipality_shard(municipality_code: str, transfer_id: str) -> str:
 
 def expiry_shard(mykey_id: str) -> str:
     return str(zlib.crc32(mykey_id.encode()) % EXPIRY_INDEX_SHARDS)
+
+
+def _plain(value):
+    """A MapAttribute's content as plain Python (numbers as int where whole), for services."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {key: _plain(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_plain(child) for child in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _lots_from_item(raw) -> dict[str, int]:
@@ -205,9 +220,13 @@ class DynamoLedgerStore:
         return True
 
     def post_transfer(
-        self, transfer: ports.Transfer, wallet: ports.WalletWrite, counters: list[ports.CounterWrite]
+        self, transfer: ports.Transfer, wallet: ports.WalletWrite, counters: list[ports.CounterWrite],
+        second_wallet: ports.WalletWrite | None = None,
     ) -> None:
-        roles = [("transfer", None), ("wallet", None)] + [("counter", counter.counter_id) for counter in counters]
+        """One transaction: the transfer, its wallet (and a second one when points move between two
+        wallets of the same resident, such as the reserve and a municipality), and its counters."""
+        wallets = [wallet] + ([second_wallet] if second_wallet else [])
+        roles = [("transfer", None)] + [("wallet", None)] * len(wallets) + [("counter", c.counter_id) for c in counters]
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 transaction.save(
@@ -215,7 +234,8 @@ class DynamoLedgerStore:
                     condition=TransferModel.transfer_id.does_not_exist(),
                     return_values=_ALL_OLD,
                 )
-                self._add_wallet_update(transaction, wallet)
+                for each_wallet in wallets:
+                    self._add_wallet_update(transaction, each_wallet)
                 for counter in counters:
                     self._add_counter_update(transaction, counter)
         except TransactWriteError as error:
@@ -232,6 +252,45 @@ class DynamoLedgerStore:
                 )
         except TransactWriteError as error:
             self._raise_outcome(error, [("counter", source_id), ("counter", target_id)])
+
+    # -- partners ------------------------------------------------------------------------------------
+
+    def get_partner(self, partner_id: str) -> dict | None:
+        item = self._get(PartnerModel, partner_id)
+        if item is None:
+            return None
+        return {
+            "partner_id": item.partner_id, "name": item.name, "public_key": item.public_key,
+            "result_queue": item.result_queue, "agreement": _plain(item.agreement), "active": bool(item.active),
+        }
+
+    def put_partner(self, partner: dict) -> None:
+        PartnerModel(
+            partner["partner_id"], name=partner["name"], public_key=partner["public_key"],
+            result_queue=partner["result_queue"], agreement=partner["agreement"], active=partner.get("active", True),
+        ).save()
+
+    def get_conversion_rejection(self, partner_id: str, partner_txn_id: str) -> str | None:
+        item = self._get(ConversionRejectionModel, f"{partner_id}#{partner_txn_id}", consistent_read=True)
+        return item.reason if item else None
+
+    def put_conversion_rejection(self, partner_id: str, partner_txn_id: str, reason: str, rejected_at: str) -> None:
+        try:
+            ConversionRejectionModel(f"{partner_id}#{partner_txn_id}", reason=reason, rejected_at=rejected_at).save(
+                condition=ConversionRejectionModel.conversion_key.does_not_exist()
+            )
+        except PutError as error:
+            # A concurrent delivery recorded its refusal first; the first recorded reason stands.
+            if error.cause_response_code != "ConditionalCheckFailedException":
+                raise
+
+    def transfers_of_partner(self, partner_id: str, start: str, end: str) -> list[dict]:
+        return [
+            {"transfer_id": item.transfer_id, "municipality_code": item.municipality_code, "amount": int(item.amount),
+             "partner_points": int(item.partner_points or 0), "campaign_code": item.campaign_code}
+            for item in TransferModel.by_partner.query(partner_id, TransferModel.posted_at.between(start, end))
+            if item.kind == ports.CONVERSION
+        ]
 
     # -- seeding and administration ------------------------------------------------------------------
 
@@ -331,6 +390,8 @@ class DynamoLedgerStore:
     def _add_counter_update(transaction: TransactWrite, counter: ports.CounterWrite) -> None:
         if counter.condition == "at_least":
             condition = CounterModel.value >= counter.bound
+        elif counter.condition == "at_most":
+            condition = CounterModel.counter_id.does_not_exist() | (CounterModel.value <= counter.bound)
         elif counter.condition == "equals":
             condition = CounterModel.value == counter.bound
             if counter.bound == 0:

@@ -14,8 +14,8 @@ TABLES: dict[str, dict] = {
         "why": "The immutable ledger: every movement of points, the first answer to a repeated request, reports.",
         "attributes": {
             "transfer_id": "The client's idempotency key (a UUID the terminal or staff tool generated).",
-            "kind": "grant, payment, refund, expire (later conversion, transfer_out).",
-            "debit_account": "The account points leave (wallet, issuance, merchant).",
+            "kind": "grant, payment, refund, expire, conversion, reserve_allocation (later transfer_out).",
+            "debit_account": "The account points leave (wallet, issuance, merchant, partner payable, reserve).",
             "credit_account": "The account points reach.",
             "amount": "Points moved (1 point = 1 yen).",
             "municipality_code": "Whose points they are.",
@@ -30,13 +30,17 @@ TABLES: dict[str, dict] = {
             "related_transfer_id": "The payment a refund belongs to.",
             "reason": "The grant's reason as staff typed it (Individual Numbers refused).",
             "staff_id": "The staff member who granted.",
+            "partner_id": "The partner of a conversion: whose payable, and its statements.",
+            "partner_txn_id": "The partner's own transaction id, for reconciliation.",
+            "partner_points": "The partner's points converted, as the partner counts them.",
+            "campaign_code": "The campaign whose rate applied, if any.",
         },
     },
     "wallets": {
         "why": "What each resident holds per municipality.",
         "attributes": {
             "mykey_id": "The holder.",
-            "municipality_code": "Whose points.",
+            "municipality_code": "Whose points, or reserve for the resident's reserve account.",
             "balance": "Points held (usable and not yet expired by the job).",
             "lots": "Points per expiry date.",
             "version": "Optimistic-concurrency guard of every wallet write.",
@@ -144,6 +148,25 @@ TABLES: dict[str, dict] = {
             "mykey_id": "Who signed in.",
             "last_seen_at": "For the inactivity timeout.",
             "expires_at": "TTL.",
+        },
+    },
+    "partners": {
+        "why": "Partner companies converting their points, and their agreements.",
+        "attributes": {
+            "partner_id": "The partner's id.",
+            "name": "The company's name (an organisation).",
+            "public_key": "Ed25519 public key that signs its messages (public data).",
+            "result_queue": "Where its results go.",
+            "agreement": "Municipalities, rates, rounding, campaigns and caps.",
+            "active": "Inactive partners' messages are refused.",
+        },
+    },
+    "conversion_rejections": {
+        "why": "A partner message refused after its signature checked out, so every redelivery gets the same answer.",
+        "attributes": {
+            "conversion_key": "partner id and the partner's transaction id.",
+            "reason": "The reason reported to the partner.",
+            "rejected_at": "When.",
         },
     },
     "nonces": {

@@ -53,6 +53,15 @@ class ByMerchantIndex(GlobalSecondaryIndex):
     posted_at = UnicodeAttribute(range_key=True)
 
 
+class ByPartnerIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_partner"
+        projection = IncludeProjection(["kind", "amount", "municipality_code", "partner_txn_id", "partner_points", "campaign_code", "transfer_id"])
+
+    partner_id = UnicodeAttribute(hash_key=True)
+    posted_at = UnicodeAttribute(range_key=True)
+
+
 class TransferModel(Model):
     """An immutable movement of points from a debit account to a credit account."""
 
@@ -79,10 +88,15 @@ class TransferModel(Model):
     related_transfer_id = UnicodeAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     staff_id = UnicodeAttribute(null=True)
+    partner_id = UnicodeAttribute(null=True)
+    partner_txn_id = UnicodeAttribute(null=True)
+    partner_points = NumberAttribute(null=True)
+    campaign_code = UnicodeAttribute(null=True)
 
     by_municipality = ByMunicipalityIndex()
     by_mykey = ByMykeyIndex()
     by_merchant = ByMerchantIndex()
+    by_partner = ByPartnerIndex()
 
 
 class ByExpiryIndex(GlobalSecondaryIndex):
@@ -286,6 +300,35 @@ class ResidentSessionModel(Model):
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
 
 
+class PartnerModel(Model):
+    """A partner company converting its points into municipal points, and its agreement."""
+
+    class Meta:
+        base_name = "partners"
+        table_name = "partners"
+        billing_mode = "pay_per_request"
+
+    partner_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    result_queue = UnicodeAttribute()
+    agreement = MapAttribute(default=dict)
+    active = BooleanAttribute(default=True)
+
+
+class ConversionRejectionModel(Model):
+    """A partner message refused for good, so that every redelivery gets the same answer."""
+
+    class Meta:
+        base_name = "conversion_rejections"
+        table_name = "conversion_rejections"
+        billing_mode = "pay_per_request"
+
+    conversion_key = UnicodeAttribute(hash_key=True)  # partner_id#partner_txn_id
+    reason = UnicodeAttribute()
+    rejected_at = UnicodeAttribute()
+
+
 class NonceModel(Model):
     """A terminal request nonce already used; kept only until replay is impossible, then expired by TTL."""
 
@@ -346,6 +389,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     FacilityLinkModel,
     AuditEventModel,
     ResidentSessionModel,
+    PartnerModel,
+    ConversionRejectionModel,
     NonceModel,
     StaffModel,
     StaffSessionModel,

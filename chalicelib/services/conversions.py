@@ -1,0 +1,432 @@
+"""Partner point conversions (地域経済応援ポイント) and the reserve account (留保口座), DESIGN §1, §4, §6.
+
+A partner sends a signed message; the platform checks the signature and the partner's agreement, then
+credits the resident's wallet of the chosen municipality, or their reserve when no municipality is
+chosen, in one transaction that also records the partner payable (the transfer's debit account) and
+moves the resident's daily and monthly cap counters under their conditions. The transfer id is derived
+from (partner_id, partner_txn_id), so a message is credited exactly once however often it arrives, for
+ever. A refusal made after the signature checked out is recorded too, so a redelivery gets the same
+answer. Each outcome goes to the partner's result queue.
+
+Reserve points wait 14 days (their lot's date is the last day); the resident may allocate them to any
+municipality on the platform; from day 15 a daily job moves what is left to the home municipality.
+Every step is a transfer.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from chalicelib import errors
+from chalicelib.domain import identifiers
+from chalicelib.domain import lots as lot_rules
+from chalicelib.domain.time import JST, japan_date, posted_at
+from chalicelib.services import ports
+from chalicelib.services.retry import MAX_ATTEMPTS
+
+Clock = Callable[[], float]
+CONVERSION_NAMESPACE = uuid.UUID("0d6f3c2e-8a4b-4f1e-9c7d-5b2a1e3f4c60")
+RESERVE_DAYS = 14
+MESSAGE_VERSION = 1
+MAX_AGE_DAYS = 30
+ROUNDING_RULES = ("floor", "half_up", "ceil")
+
+
+class Rejected(Exception):
+    """A conversion refused for good, with the reason reported to the partner."""
+
+    def __init__(self, reason: str, record: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        # Refusals before the signature is verified are never recorded: a forger must not be able to
+        # claim a partner's transaction id ahead of the partner.
+        self.record = record
+
+
+@dataclass(frozen=True)
+class ConversionMessage:
+    partner_id: str
+    partner_txn_id: str
+    mykey_id: str
+    municipality_code: str | None
+    partner_points: int
+    campaign_code: str | None
+    occurred_at: dt.datetime
+
+
+def conversion_transfer_id(partner_id: str, partner_txn_id: str) -> str:
+    return str(uuid.uuid5(CONVERSION_NAMESPACE, f"{partner_id}/{partner_txn_id}"))
+
+
+def reserve_account(mykey_id: str) -> str:
+    return f"reserve:{mykey_id}"
+
+
+def partner_account(partner_id: str) -> str:
+    return f"partner:{partner_id}"
+
+
+# -- message parsing and the agreement ------------------------------------------------------------------
+
+
+def _peek(body: str) -> tuple[dict | None, str | None, str | None]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    partner_id = data.get("partner_id") if isinstance(data.get("partner_id"), str) else None
+    txn = data.get("partner_txn_id") if isinstance(data.get("partner_txn_id"), str) else None
+    return data, partner_id, txn
+
+
+def parse_message(data: dict) -> ConversionMessage:
+    expected = {"version", "partner_id", "partner_txn_id", "mykey_id", "municipality_code", "partner_points",
+                "campaign_code", "occurred_at"}
+    if set(data) != expected or data["version"] != MESSAGE_VERSION:
+        raise Rejected("malformed_message")
+    txn = data["partner_txn_id"]
+    if not isinstance(txn, str) or not 1 <= len(txn) <= 128:
+        raise Rejected("malformed_message")
+    for field in ("partner_txn_id", "mykey_id", "municipality_code", "campaign_code"):
+        if identifiers.looks_like_individual_number(data[field]):
+            raise Rejected("individual_number_forbidden")
+    try:
+        mykey = identifiers.mykey_id(data["mykey_id"])
+        code = identifiers.municipality_code(data["municipality_code"]) if data["municipality_code"] is not None else None
+    except errors.DomainError as error:
+        raise Rejected("malformed_message") from error
+    points = data["partner_points"]
+    if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= 100_000_000:
+        raise Rejected("malformed_message")
+    campaign = data["campaign_code"]
+    if campaign is not None and (not isinstance(campaign, str) or not 1 <= len(campaign) <= 64):
+        raise Rejected("malformed_message")
+    try:
+        occurred_at = dt.datetime.fromisoformat(data["occurred_at"])
+    except (TypeError, ValueError) as error:
+        raise Rejected("malformed_message") from error
+    if occurred_at.tzinfo is None:
+        raise Rejected("malformed_message")
+    return ConversionMessage(data["partner_id"], txn, mykey, code, points, campaign, occurred_at)
+
+
+def verify_signature(public_key_base64: str, body: str, signature_base64: str | None) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not signature_base64:
+        raise Rejected("signature_missing", record=False)
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64))
+        key.verify(base64.b64decode(signature_base64, validate=True), body.encode("utf-8"))
+    except (InvalidSignature, ValueError, binascii.Error) as error:
+        raise Rejected("signature_invalid", record=False) from error
+
+
+def convert(partner_points: int, numerator: int, denominator: int, rounding: str) -> int:
+    """Municipal points for `partner_points` at numerator/denominator, rounded by the agreement's rule."""
+    whole, remainder = divmod(partner_points * numerator, denominator)
+    if rounding == "floor" or remainder == 0:
+        return whole
+    if rounding == "ceil":
+        return whole + 1
+    if rounding == "half_up":
+        return whole + (1 if remainder * 2 >= denominator else 0)
+    raise ValueError(f"unknown rounding rule {rounding}")
+
+
+@dataclass(frozen=True)
+class Terms:
+    municipality_code: str | None  # None: the reserve
+    points: int
+    campaign_code: str | None
+
+
+def apply_agreement(agreement: dict, message: ConversionMessage) -> Terms:
+    """The municipality and the points a message earns under the partner's agreement, or a refusal."""
+    numerator, denominator = agreement["rate_numerator"], agreement["rate_denominator"]
+    municipality_code = message.municipality_code
+    applied_campaign = None
+    if message.campaign_code is not None:
+        campaign = next((c for c in agreement.get("campaigns", []) if c["campaign_code"] == message.campaign_code), None)
+        if campaign is None:
+            raise Rejected("unknown_campaign")
+        starts = dt.datetime.fromisoformat(campaign["starts_at"])
+        ends = dt.datetime.fromisoformat(campaign["ends_at"])
+        # A campaign's rate applies only inside its window; outside it the base rate applies.
+        if starts <= message.occurred_at < ends:
+            target = campaign.get("target_municipality_code")
+            if target and municipality_code and municipality_code != target:
+                raise Rejected("campaign_municipality_mismatch")
+            municipality_code = municipality_code or target
+            numerator, denominator = campaign["rate_numerator"], campaign["rate_denominator"]
+            applied_campaign = campaign["campaign_code"]
+    participating = agreement.get("municipalities", ["*"])
+    if municipality_code is not None and "*" not in participating and municipality_code not in participating:
+        raise Rejected("municipality_not_in_agreement")
+    points = convert(message.partner_points, numerator, denominator, agreement.get("rounding", "floor"))
+    if points < 1:
+        raise Rejected("points_too_small")
+    if points > identifiers.MAX_AMOUNT:
+        raise Rejected("points_too_large")
+    return Terms(municipality_code, points, applied_campaign)
+
+
+def validate_agreement(agreement: dict) -> dict:
+    """The operator's agreement as the consumer will read it; refuses what it could not apply."""
+    def positive(value, field):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise errors.ValidationFailed(f"{field} は1以上の整数です。", field=field)
+        return value
+
+    result = {
+        "municipalities": agreement.get("municipalities", ["*"]),
+        "rate_numerator": positive(agreement.get("rate_numerator"), "agreement.rate_numerator"),
+        "rate_denominator": positive(agreement.get("rate_denominator"), "agreement.rate_denominator"),
+        "rounding": agreement.get("rounding", "floor"),
+        "daily_cap_per_resident": positive(agreement.get("daily_cap_per_resident"), "agreement.daily_cap_per_resident"),
+        "monthly_cap_per_resident": positive(agreement.get("monthly_cap_per_resident"), "agreement.monthly_cap_per_resident"),
+        "campaigns": [],
+    }
+    if result["rounding"] not in ROUNDING_RULES:
+        raise errors.ValidationFailed("rounding は floor, half_up, ceil のいずれかです。", field="agreement.rounding")
+    if not isinstance(result["municipalities"], list) or not result["municipalities"]:
+        raise errors.ValidationFailed("municipalities は自治体コードの配列か [\"*\"] です。", field="agreement.municipalities")
+    for code in result["municipalities"]:
+        if code != "*":
+            identifiers.municipality_code(code, "agreement.municipalities")
+    for campaign in agreement.get("campaigns", []):
+        checked = {
+            "campaign_code": identifiers.plain_identifier(campaign.get("campaign_code"), "campaign_code"),
+            "rate_numerator": positive(campaign.get("rate_numerator"), "campaign.rate_numerator"),
+            "rate_denominator": positive(campaign.get("rate_denominator"), "campaign.rate_denominator"),
+            "starts_at": campaign.get("starts_at"),
+            "ends_at": campaign.get("ends_at"),
+            "target_municipality_code": campaign.get("target_municipality_code"),
+        }
+        try:
+            starts = dt.datetime.fromisoformat(checked["starts_at"])
+            ends = dt.datetime.fromisoformat(checked["ends_at"])
+        except (TypeError, ValueError) as error:
+            raise errors.ValidationFailed("campaign の starts_at / ends_at はタイムゾーン付きの ISO 8601 です。", field="campaign") from error
+        if starts.tzinfo is None or ends.tzinfo is None or ends <= starts:
+            raise errors.ValidationFailed("campaign の期間が正しくありません。", field="campaign")
+        if checked["target_municipality_code"] is not None:
+            identifiers.municipality_code(checked["target_municipality_code"], "campaign.target_municipality_code")
+        result["campaigns"].append(checked)
+    return result
+
+
+# -- crediting ------------------------------------------------------------------------------------------
+
+
+def _cap_counters(partner_id: str, mykey_id: str, day: dt.date, agreement: dict, points: int) -> list[ports.CounterWrite]:
+    month = day.strftime("%Y-%m")
+    return [
+        ports.CounterWrite(f"convday#{partner_id}#{mykey_id}#{day.isoformat()}", points, "at_most",
+                           agreement["daily_cap_per_resident"] - points),
+        ports.CounterWrite(f"convmonth#{partner_id}#{mykey_id}#{month}", points, "at_most",
+                           agreement["monthly_cap_per_resident"] - points),
+    ]
+
+
+def _result(partner_txn_id: str | None, status: str, reason: str | None, municipality_code: str | None, points: int) -> dict:
+    return {"partner_txn_id": partner_txn_id, "status": status, "reason": reason,
+            "municipality_code": municipality_code, "points": points}
+
+
+def _credited(transfer: ports.Transfer) -> dict:
+    code = None if transfer.municipality_code == ports.RESERVE else transfer.municipality_code
+    return _result(transfer.partner_txn_id, "credited", None, code, transfer.amount)
+
+
+def process_message(ledger_store, identity_store, body: str, signature: str | None, clock: Clock) -> tuple[dict, str | None]:
+    """Decide one partner message. Returns (the result for the partner, the partner's result queue or
+    None when no registered partner can be named). Raises only for transient failures, to be retried."""
+    data, partner_id, txn = _peek(body)
+    partner = ledger_store.get_partner(partner_id) if partner_id else None
+    if partner is None or not partner.get("active", True):
+        return _result(txn, "rejected", "unknown_partner", None, 0), None
+    queue = partner["result_queue"]
+    try:
+        verify_signature(partner["public_key"], body, signature)
+        transfer_id = conversion_transfer_id(partner_id, txn or "")
+        existing = ledger_store.get_transfer(transfer_id) if txn else None
+        if existing is not None:
+            return _credited(existing), queue
+        if txn:
+            previous = ledger_store.get_conversion_rejection(partner_id, txn)
+            if previous is not None:
+                return _result(txn, "rejected", previous, None, 0), queue
+        message = parse_message(data)
+        return _credit(ledger_store, identity_store, partner, message, transfer_id, clock), queue
+    except Rejected as rejection:
+        if rejection.record and txn:
+            ledger_store.put_conversion_rejection(partner_id, txn, rejection.reason, posted_at(clock()))
+        return _result(txn, "rejected", rejection.reason, None, 0), queue
+
+
+def _credit(ledger_store, identity_store, partner: dict, message: ConversionMessage, transfer_id: str, clock: Clock) -> dict:
+    now = clock()
+    occurred = message.occurred_at.timestamp()
+    if occurred > now + 86400 or occurred < now - MAX_AGE_DAYS * 86400:
+        raise Rejected("occurred_at_out_of_range")
+    mykey = identity_store.get_mykey(message.mykey_id)
+    if mykey is None:
+        raise Rejected("unknown_mykey_id")
+    if mykey.status != "active":
+        raise Rejected("mykey_suspended")
+    agreement = partner["agreement"]
+    terms = apply_agreement(agreement, message)
+    today = japan_date(now)
+    if terms.municipality_code is not None:
+        municipality = ledger_store.get_municipality(terms.municipality_code)
+        if municipality is None:
+            raise Rejected("municipality_unknown")
+        wallet_code, credit_account = terms.municipality_code, f"wallet:{message.mykey_id}:{terms.municipality_code}"
+        expires_on = lot_rules.expiry_date(municipality.expiry_rule, today)
+    else:
+        wallet_code, credit_account = ports.RESERVE, reserve_account(message.mykey_id)
+        expires_on = (today + dt.timedelta(days=RESERVE_DAYS)).isoformat()
+    # Caps count by the day the conversion happened (in Japan), so every redelivery is judged alike.
+    counters = _cap_counters(partner["partner_id"], message.mykey_id, message.occurred_at.astimezone(JST).date(),
+                             agreement, terms.points)
+    for _ in range(MAX_ATTEMPTS):
+        wallet = ledger_store.get_wallet(message.mykey_id, wallet_code)
+        new_lots = lot_rules.add(wallet.lots, expires_on, terms.points)
+        transfer = ports.Transfer(
+            transfer_id=transfer_id, kind=ports.CONVERSION, debit_account=partner_account(partner["partner_id"]),
+            credit_account=credit_account, amount=terms.points, municipality_code=wallet_code,
+            mykey_id=message.mykey_id, posted_at=posted_at(now), request_fingerprint="partner-message",
+            balance_after=lot_rules.total(new_lots), lots={expires_on: terms.points},
+            partner_id=partner["partner_id"], partner_txn_id=message.partner_txn_id,
+            partner_points=message.partner_points, campaign_code=terms.campaign_code,
+        )
+        try:
+            ledger_store.post_transfer(transfer, ports.WalletWrite(message.mykey_id, wallet_code, wallet.version, new_lots), counters)
+            return _credited(transfer)
+        except ports.TransferAlreadyPosted as posted:
+            return _credited(posted.existing)
+        except ports.CounterConditionFailed as failed:
+            raise Rejected("daily_cap_exceeded" if failed.counter_id.startswith("convday#") else "monthly_cap_exceeded")
+        except (ports.WalletChanged, ports.WriteContention):
+            continue
+    raise errors.ConcurrentUpdate()
+
+
+# -- the reserve account --------------------------------------------------------------------------------
+
+
+def reserve_summary(ledger_store, mykey_id: str) -> dict:
+    wallet = ledger_store.get_wallet(mykey_id, ports.RESERVE)
+    return {
+        "balance": wallet.balance,
+        "lots": [{"points": points, "last_day": day} for day, points in sorted(wallet.lots.items())],
+    }
+
+
+def allocate_reserve(ledger_store, mykey_id: str, municipality_code: str, amount: int, allocation_id: str,
+                     clock: Clock, reason: str = "resident") -> ports.Transfer:
+    """Move reserve points (soonest deadline first) into one municipality's wallet: one transfer."""
+    now = clock()
+    municipality = ledger_store.get_municipality(municipality_code)
+    if municipality is None:
+        raise errors.MunicipalityNotFound()
+    expires_on = lot_rules.expiry_date(municipality.expiry_rule, japan_date(now))
+    for _ in range(MAX_ATTEMPTS):
+        reserve = ledger_store.get_wallet(mykey_id, ports.RESERVE)
+        target = ledger_store.get_wallet(mykey_id, municipality_code)
+        try:
+            remaining, taken = lot_rules.consume(reserve.lots, amount)
+        except errors.InsufficientBalance:
+            existing = ledger_store.get_transfer(allocation_id)
+            if existing is not None and existing.kind == ports.RESERVE_ALLOCATION:
+                return existing
+            raise
+        new_target = lot_rules.add(target.lots, expires_on, amount)
+        transfer = ports.Transfer(
+            transfer_id=allocation_id, kind=ports.RESERVE_ALLOCATION, debit_account=reserve_account(mykey_id),
+            credit_account=f"wallet:{mykey_id}:{municipality_code}", amount=amount, municipality_code=municipality_code,
+            mykey_id=mykey_id, posted_at=posted_at(now), request_fingerprint=f"{municipality_code}/{amount}",
+            balance_after=lot_rules.total(new_target), lots={expires_on: amount}, reason=reason,
+        )
+        try:
+            ledger_store.post_transfer(
+                transfer, ports.WalletWrite(mykey_id, ports.RESERVE, reserve.version, remaining, debit_amount=amount), [],
+                second_wallet=ports.WalletWrite(mykey_id, municipality_code, target.version, new_target),
+            )
+            return transfer
+        except ports.TransferAlreadyPosted as posted:
+            if posted.existing.kind != ports.RESERVE_ALLOCATION or posted.existing.request_fingerprint != transfer.request_fingerprint:
+                raise errors.TransferIdConflict()
+            return posted.existing
+        except (ports.WalletChanged, ports.WriteContention):
+            continue
+    raise errors.ConcurrentUpdate()
+
+
+def move_expired_reserves(ledger_store, identity_store, clock: Clock) -> list[ports.Transfer]:
+    """Day 15: whatever is still in a reserve after its 14 days goes to the resident's home municipality."""
+    now = clock()
+    today = japan_date(now)
+    moved = []
+    for mykey_id, code in ledger_store.wallets_due_for_expiry(today.isoformat()):
+        if code != ports.RESERVE:
+            continue
+        reserve = ledger_store.get_wallet(mykey_id, ports.RESERVE)
+        due = lot_rules.expired(reserve.lots, today)
+        mykey = identity_store.get_mykey(mykey_id)
+        if not due or mykey is None:
+            continue
+        # Named after the reserve's state: a re-run on the same state is a replay, not a second move.
+        allocation_id = str(uuid.uuid5(CONVERSION_NAMESPACE, f"reserve-move/{mykey_id}/{reserve.version}"))
+        moved.append(allocate_reserve(ledger_store, mykey_id, mykey.home_municipality_code, lot_rules.total(due),
+                                      allocation_id, clock, reason="reserve_deadline"))
+    return moved
+
+
+# -- statements -----------------------------------------------------------------------------------------
+
+
+def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
+    """Points converted per municipality in a month (Japan time) and the yen the partner owes (1 pt = 1 yen)."""
+    try:
+        year, month_number = (int(part) for part in month.split("-"))
+        first = dt.datetime(year, month_number, 1, tzinfo=JST)
+    except ValueError as error:
+        raise errors.ValidationFailed("month は YYYY-MM です。", field="month") from error
+    last_day = calendar.monthrange(year, month_number)[1]
+    end = first + dt.timedelta(days=last_day)
+    lines: dict[str, dict] = {}
+    for posted in ledger_store.transfers_of_partner(partner_id, posted_at(first.timestamp()), posted_at(end.timestamp() - 0.001)):
+        line = lines.setdefault(posted["municipality_code"], {"municipality_code": posted["municipality_code"],
+                                                              "conversions": 0, "partner_points": 0, "points": 0})
+        line["conversions"] += 1
+        line["partner_points"] += posted["partner_points"]
+        line["points"] += posted["amount"]
+    ordered = [dict(line, yen_owed=line["points"]) for _, line in sorted(lines.items())]
+    return {
+        "partner_id": partner_id,
+        "month": f"{year:04d}-{month_number:02d}",
+        "lines": ordered,
+        "total_points": sum(line["points"] for line in ordered),
+        "total_yen_owed": sum(line["points"] for line in ordered),
+    }
+
+
+def statement_csv(statement: dict) -> str:
+    """The statement for Excel: UTF-8 with a BOM, CRLF line ends, Japanese and English headers."""
+    rows = ["自治体コード municipality_code,件数 conversions,提携先ポイント partner_points,付与ポイント points,請求額（円） yen_owed"]
+    for line in statement["lines"]:
+        code = "留保口座 reserve" if line["municipality_code"] == ports.RESERVE else line["municipality_code"]
+        rows.append(f"{code},{line['conversions']},{line['partner_points']},{line['points']},{line['yen_owed']}")
+    rows.append(f"合計 total,,,{statement['total_points']},{statement['total_yen_owed']}")
+    return "\ufeff" + "\r\n".join(rows) + "\r\n"
