@@ -1,9 +1,11 @@
 """Municipal Point Cloud on Chalice: this module only wires blueprints and middleware together."""
 from chalice import Chalice
 
+from chalicelib.api.conversion_handlers import conversion_handlers
 from chalicelib.api.health import health_api
 from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
+from chalicelib.api.partner_routes import partner_api
 from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.terminal_routes import terminal_api
 from chalicelib.observability import http_middleware
@@ -14,4 +16,6 @@ app.register_blueprint(terminal_api)
 app.register_blueprint(staff_api)
 app.register_blueprint(identity_api)
 app.register_blueprint(jobs)
+app.register_blueprint(partner_api)
+app.register_blueprint(conversion_handlers)
 app.register_middleware(http_middleware, "http")

@@ -183,3 +183,25 @@ def http(dynamo_world, dynamo_staff_store):
     with Client(application.app, stage_name="dev") as client:
         yield HttpDriver(client, dynamo_world)
     dependencies.reset()
+
+
+@pytest.fixture(scope="session")
+def moto_sqs():
+    from tools.localcloud.processes import MotoServer
+
+    with MotoServer(free_port()) as server:
+        previous = os.environ.get("AWS_ENDPOINT_URL_SQS")
+        os.environ["AWS_ENDPOINT_URL_SQS"] = server.endpoint_url
+        yield server
+        if previous is None:
+            os.environ.pop("AWS_ENDPOINT_URL_SQS", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL_SQS"] = previous
+
+
+@pytest.fixture(scope="session")
+def sqs_client(moto_sqs):
+    import boto3
+
+    return boto3.client("sqs", endpoint_url=moto_sqs.endpoint_url, region_name=REGION,
+                        aws_access_key_id="local", aws_secret_access_key="local")

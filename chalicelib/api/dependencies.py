@@ -55,6 +55,31 @@ def get_identity_store():
     return _get("identity_store", build)
 
 
+def get_sqs_client():
+    def build():
+        import boto3
+
+        from chalicelib.config import get_settings
+
+        return boto3.client("sqs", region_name=get_settings().region)
+
+    return _get("sqs_client", build)
+
+
+_queue_urls: dict[str, str] = {}
+
+
+def queue_url(queue_name: str) -> str:
+    """A queue's URL by name, looked up once per container."""
+    if queue_name not in _queue_urls:
+        _queue_urls[queue_name] = get_sqs_client().get_queue_url(QueueName=queue_name)["QueueUrl"]
+    return _queue_urls[queue_name]
+
+
+def reset_queue_urls() -> None:
+    _queue_urls.clear()
+
+
 def get_card_authority():
     def build():
         from chalicelib.auth.cards import authority_from_settings
@@ -82,3 +107,4 @@ def override(**replacements: Any) -> None:
 def reset() -> None:
     _overrides.clear()
     _cache.clear()
+    _queue_urls.clear()
