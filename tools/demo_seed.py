@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chalicelib.auth.cards import CardAuthority
 from chalicelib.domain import identifiers
-from chalicelib.services import ledger, onboarding, ports
+from chalicelib.services import conversions, ledger, onboarding, ports
 from chalicelib.services.staff import APPROVER, StaffAccount, hash_password
 from terminal_client.signing import new_terminal_key
 from tools.devpki import DevCard, DevCertificateAuthority
@@ -25,6 +25,8 @@ STAFF_ID = "nagahama-admin"
 DEMO_GRANT_ID = "5b0d4d0e-7f6a-4c61-9f1e-2a52e0a10001"
 DEMO_CARD_PIN = "1234"
 PIN_FREE_LIMIT = 3000
+DEMO_PARTNER_ID = "demo-airline"
+DEMO_PARTNER_RESULT_QUEUE = "demo-airline-results"
 
 
 def _read_or_create(path: Path, create) -> dict:
@@ -94,6 +96,17 @@ def seed(store, staff_store, demo_dir: Path, hash_secret: bytes, trust_path: Pat
     staff = _read_or_create(demo_dir / "staff.json", lambda: {"staff_id": STAFF_ID, "password": secrets.token_urlsafe(12)})
     if staff_store.get_staff(STAFF_ID) is None:
         staff_store.put_staff(StaffAccount(STAFF_ID, MUNICIPALITY_CODE, APPROVER, hash_password(staff["password"])))
+
+    partner = _read_or_create(demo_dir / "partner-demo-airline.json", lambda: dict(
+        zip(("private_key", "public_key"), new_terminal_key()), partner_id=DEMO_PARTNER_ID, result_queue=DEMO_PARTNER_RESULT_QUEUE))
+    store.put_partner({
+        "partner_id": DEMO_PARTNER_ID, "name": "デモ航空", "public_key": partner["public_key"],
+        "result_queue": DEMO_PARTNER_RESULT_QUEUE, "active": True,
+        "agreement": conversions.validate_agreement({
+            "municipalities": ["*"], "rate_numerator": 1, "rate_denominator": 2, "rounding": "floor",
+            "daily_cap_per_resident": 10_000, "monthly_cap_per_resident": 50_000, "campaigns": [],
+        }),
+    })
 
     ledger.grant(
         ledger.GrantCommand(

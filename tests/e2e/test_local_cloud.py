@@ -6,13 +6,16 @@ talking HTTP to `chalice local`, and the demo staff tool.
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import sys
 
 import pytest
 
 from tests.e2e.conftest import LocalCloud
+from tools.localcloud.processes import REPOSITORY_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +57,19 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
         assert "付与: 10,000 pt" in report.stdout and "未使用残高: 4,700 pt" in report.stdout
         granted = cloud.staff("grant", "300")
         assert granted.returncode == 0 and "残高 5,000 pt" in granted.stdout
+
+        # A partner's signed conversion through the SQS endpoint, consumed by make run's poller.
+        mykey_id = re.search(r"マイキーID ([A-Z2-9]{8})", cloud.output).group(1)
+        converted = subprocess.run(
+            [sys.executable, "examples/send_conversion.py", "--partner-file", str(cloud.data_dir / "demo" / "partner-demo-airline.json"),
+             "--mykey-id", mykey_id, "--partner-points", "1000", "--municipality", "252034"],
+            cwd=REPOSITORY_ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{cloud.ports['sqs']}",
+                 "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "ap-northeast-1"},
+        )
+        assert converted.returncode == 0, converted.stderr
+        assert '"status": "credited"' in converted.stdout and '"points": 500' in converted.stdout
+        assert _balance(cloud.terminal("balance")) == 5_500
     finally:
         assert cloud.interrupt() == 0
     assert "すべて停止しました" in cloud.output
@@ -63,6 +79,6 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
     again.start()
     try:
         # Same data folder: same card, same balance, and the demo grant is not given twice.
-        assert _balance(again.terminal("balance")) == 5_000
+        assert _balance(again.terminal("balance")) == 5_500
     finally:
         assert again.interrupt() == 0

@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         demo = seed(dependencies.get_ledger_store(), dependencies.get_staff_store(), data_dir / "demo", hash_secret, trust_path)
 
         import app as application
-        from tools.localcloud.sqs_poller import SqsPoller, find_sqs_handlers
+        from tools.demo_seed import DEMO_PARTNER_RESULT_QUEUE
+        from tools.localcloud.queues import create_conversion_queues
+        from tools.localcloud.sqs_poller import SqsPoller
 
         sqs = boto3.client("sqs")
-        for config, _ in find_sqs_handlers(application.app):
-            sqs.create_queue(QueueName=config.queue)
+        create_conversion_queues(sqs)
+        sqs.create_queue(QueueName=DEMO_PARTNER_RESULT_QUEUE)
         poller = SqsPoller(application.app, sqs)
         poller_thread = threading.Thread(target=poller.run_forever, args=(stop_requested,), daemon=True)
         poller_thread.start()
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             pcscd.start()
             card = VirtualCardProcess(data_dir / "demo" / "card.json", arguments.card_port, str(logs_dir / "card.log")).start()
             reader_name = READER_BY_PORT[arguments.card_port]
-        _print_welcome(base_url, demo, data_dir, reader_name)
+        _print_welcome(base_url, demo, data_dir, reader_name, queues.endpoint_url)
         while not stop_requested.is_set():
             if chalice_process.poll() is not None:
                 print("chalice local が終了しました。ログ: " + str(logs_dir / "chalice.log"), flush=True)
@@ -156,7 +158,7 @@ def _say(text: str) -> None:
         pass
 
 
-def _print_welcome(base_url: str, demo: dict, data_dir: Path, reader_name: str | None) -> None:
+def _print_welcome(base_url: str, demo: dict, data_dir: Path, reader_name: str | None, sqs_endpoint: str) -> None:
     staff = demo["staff"]
     demo_dir = data_dir / "demo"
     defaults = base_url == "http://127.0.0.1:8000" and data_dir == REPOSITORY_ROOT / ".local"
@@ -191,6 +193,9 @@ def _print_welcome(base_url: str, demo: dict, data_dir: Path, reader_name: str |
 {tries}
    {staff_tool} grant 1000   # 職員として付与
    {staff_tool} report       # 自治体の集計
+   AWS_ENDPOINT_URL_SQS={sqs_endpoint} .venv/bin/python examples/send_conversion.py \\
+       --partner-file {demo_dir / 'partner-demo-airline.json'} --mykey-id {demo['mykey_id']} --partner-points 1000 --municipality 252034
+                              # 提携先（デモ航空）からのポイント交換（SQS）
 
  Ctrl-C ですべて停止します。
 """,
