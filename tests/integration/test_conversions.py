@@ -326,3 +326,25 @@ def test_chalice_test_client__sqs_handler_with_distinct_message_ids(partner):
     assert response.payload == {"batchItemFailures": []}
     assert sorted(r["partner_txn_id"] for r in partner.results()) == ["d0", "d1", "d2"]
     assert world.store.get_wallet(mykey, world.home_code).balance == 150
+
+
+def test_transient_failure__only_that_record_is_reported_for_retry(http, sqs_client, conversion_queues):
+    from chalicelib.api import dependencies
+
+    dependencies.override(sqs_client=sqs_client)
+    world = http.world
+    healthy = Partner(http, sqs_client, conversion_queues)
+    broken = Partner(http, sqs_client, conversion_queues)
+    sqs_client.delete_queue(QueueUrl=broken.result_url)
+    dependencies.reset_queue_urls()
+    records = []
+    for partner in (healthy, broken, healthy):
+        body = json.dumps(partner.message(world.add_card(), 100, municipality_code=world.home_code))
+        signature = base64.b64encode(partner.key.sign(body.encode())).decode()
+        records.append({"messageId": str(uuid.uuid4()), "receiptHandle": "r", "body": body, "attributes": {},
+                        "messageAttributes": {"signature": {"stringValue": signature, "dataType": "String"}},
+                        "md5OfBody": "", "eventSource": "aws:sqs", "awsRegion": "ap-northeast-1",
+                        "eventSourceARN": f"arn:aws:sqs:ap-northeast-1:123456789012:{CONVERSION_QUEUE}"})
+    response = http.client.lambda_.invoke("handle_partner_conversions", {"Records": records})
+    assert response.payload == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}
+    assert len(healthy.results()) == 2
