@@ -8,6 +8,7 @@ from chalicelib.api.jobs import jobs
 from chalicelib.api.partner_routes import partner_api
 from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.terminal_routes import terminal_api
+from chalicelib.api.transfer_out_routes import transfer_out_api
 from chalicelib.observability import http_middleware
 
 app = Chalice(app_name="municipal-point-cloud")
@@ -18,4 +19,5 @@ app.register_blueprint(identity_api)
 app.register_blueprint(jobs)
 app.register_blueprint(partner_api)
 app.register_blueprint(conversion_handlers)
+app.register_blueprint(transfer_out_api)
 app.register_middleware(http_middleware, "http")

@@ -242,3 +242,44 @@ class MykeyNotSuspended(DomainError):
     code = "mykey_not_suspended"
     status = 409
     message = "このマイキーIDは利用停止されていません。再開の手続きは不要です。"
+
+
+class DestinationAccountInvalid(ValidationFailed):
+    code = "destination_account_invalid"
+    message = "移行先の番号が正しくありません。カードの番号をもう一度ご確認ください。"
+
+
+class ProgrammeNotFound(DomainError):
+    code = "programme_not_found"
+    status = 404
+    message = "移行先のプログラムが見つかりません。"
+
+
+class OperatorAuthenticationFailed(DomainError):
+    code = "operator_authentication_failed"
+    status = 401
+    message = "事業者の認証に失敗しました。"
+
+
+class HoldNotFound(DomainError):
+    code = "hold_not_found"
+    status = 404
+    message = "移行の申請が見つかりません。"
+
+
+class ConfirmationMismatch(DomainError):
+    code = "confirmation_mismatch"
+    status = 409
+    message = "確認内容（移行先番号・ポイント数）が申請と一致しません。"
+
+
+class HoldAlreadyVoided(DomainError):
+    code = "hold_already_voided"
+    status = 409
+    message = "この移行申請は取り消し済みです（ポイントは返却されました）。"
+
+
+class HoldAlreadyPosted(DomainError):
+    code = "hold_already_posted"
+    status = 409
+    message = "この移行申請は確定済みです。"

@@ -40,12 +40,16 @@ def put_partner(partner_id):
             raise ValueError("not 32 bytes")
     except (binascii.Error, ValueError, TypeError) as error:
         raise errors.ValidationFailed("public_key は Ed25519 公開鍵（32バイト）の base64 です。", field="public_key") from error
-    identifiers.plain_identifier(result_queue, "result_queue", max_length=80)
+    if not isinstance(result_queue, str) or not __import__("re").fullmatch(r"[A-Za-z0-9_-]{1,80}", result_queue):
+        raise errors.ValidationFailed("result_queue は SQS のキュー名です（英数字・-・_、80文字以内）。", field="result_queue")
     agreement = required(body, "agreement")
     if not isinstance(agreement, dict):
         raise errors.ValidationFailed("agreement はオブジェクトです。", field="agreement")
+    active = body.get("active", True)
+    if not isinstance(active, bool):
+        raise errors.ValidationFailed("active は true か false です。", field="active")
     partner = {"partner_id": partner_id, "name": name.strip(), "public_key": public_key, "result_queue": result_queue,
-               "agreement": conversions.validate_agreement(agreement), "active": body.get("active", True) is not False}
+               "agreement": conversions.validate_agreement(agreement), "active": active}
     deps.get_ledger_store().put_partner(partner)
     deps.get_identity_store().audit("platform", "partner_onboarding", f"staff:{session.staff_id}",
                                     counter_terminal_id=session.counter_terminal_id, details={"partner_id": partner_id})

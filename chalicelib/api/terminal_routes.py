@@ -23,10 +23,10 @@ from chalicelib.domain import identifiers
 terminal_api = Blueprint(__name__)
 
 
-def _authenticated_terminal():
+def _authenticated_terminal(request=None):
     from chalicelib.auth import terminals
 
-    request = terminal_api.current_request
+    request = request or terminal_api.current_request
     body = raw_body(request)
     path = terminals.signed_path(request.context.get("path") or request.path, request.context.get("stage"))
     terminal = terminals.authenticate(deps.get_ledger_store(), request.method, path, request.headers, body, deps.get_clock()())

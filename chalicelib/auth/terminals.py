@@ -21,9 +21,10 @@ _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 CLOCK_SKEW_SECONDS = 300
 
 
-def request_message(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+def request_message(method: str, path: str, timestamp: str, nonce: str, body: bytes,
+                    prefix: str = "POINTS-TERMINAL-V1") -> bytes:
     body_hash = hashlib.sha256(body).hexdigest()
-    return f"POINTS-TERMINAL-V1\n{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{body_hash}".encode("utf-8")
+    return f"{prefix}\n{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{body_hash}".encode("utf-8")
 
 
 def signed_path(context_path: str, stage: str | None) -> str:
@@ -33,36 +34,53 @@ def signed_path(context_path: str, stage: str | None) -> str:
     return context_path
 
 
-def _header(headers, name: str) -> str:
-    value = headers.get(name) or headers.get(name.lower())
-    if not value:
-        raise errors.TerminalAuthenticationFailed(f"{name} ヘッダーがありません。")
-    return value
-
-
 def authenticate(
     store: ports.LedgerStore, method: str, path: str, headers, body: bytes, now: float
 ) -> ports.Terminal:
+    """A terminal request (DESIGN §5): `X-Terminal-Id` and `POINTS-TERMINAL-V1`."""
+    return authenticate_signed(
+        store, method, path, headers, body, now, "X-Terminal-Id", "POINTS-TERMINAL-V1", store.get_terminal,
+        errors.TerminalAuthenticationFailed, "端末",
+    )
+
+
+def authenticate_signed(store, method: str, path: str, headers, body: bytes, now: float, id_header: str, prefix: str,
+                        look_up, refusal: type[errors.DomainError], who: str):
+    """The request-signature check shared by terminals and point-management companies.
+
+    `look_up(id)` returns the signer (with `public_key` and `active`) or None; nonces are namespaced by
+    the signer's id, so two signers never collide.
+    """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    terminal_id = _header(headers, "X-Terminal-Id")
-    timestamp = _header(headers, "X-Timestamp")
-    nonce = _header(headers, "X-Nonce")
-    signature_text = _header(headers, "X-Signature")
+    def header(name: str) -> str:
+        value = headers.get(name) or headers.get(name.lower())
+        if not value:
+            raise refusal(f"{name} ヘッダーがありません。")
+        return value
+
+    signer_id = header(id_header)
+    timestamp = header("X-Timestamp")
+    nonce = header("X-Nonce")
+    signature_text = header("X-Signature")
     if not _TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > CLOCK_SKEW_SECONDS:
-        raise errors.TerminalAuthenticationFailed("端末の時刻がずれています。時刻を合わせてください。")
+        raise refusal(f"{who}の時刻がずれています。時刻を合わせてください。")
     if not _NONCE.fullmatch(nonce):
-        raise errors.TerminalAuthenticationFailed("X-Nonce は32桁の16進数で指定してください。")
-    terminal = store.get_terminal(terminal_id) if len(terminal_id) <= 64 else None
-    if terminal is None or not terminal.active:
-        raise errors.TerminalAuthenticationFailed("この端末は登録されていないか、停止されています。")
+        raise refusal("X-Nonce は32桁の16進数で指定してください。")
+    signer = look_up(signer_id) if len(signer_id) <= 64 else None
+    if signer is None or not _field(signer, "active"):
+        raise refusal(f"この{who}は登録されていないか、停止されています。")
     try:
         signature = base64.b64decode(signature_text, validate=True)
-        public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(terminal.public_key))
-        public_key.verify(signature, request_message(method, path, timestamp, nonce, body))
+        public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(_field(signer, "public_key")))
+        public_key.verify(signature, request_message(method, path, timestamp, nonce, body, prefix))
     except (InvalidSignature, ValueError, binascii.Error) as error:
-        raise errors.TerminalAuthenticationFailed("端末の署名を確認できませんでした。") from error
-    if not store.use_nonce(f"{terminal_id}#{nonce.lower()}", int(timestamp) + 2 * CLOCK_SKEW_SECONDS):
-        raise errors.TerminalAuthenticationFailed("同じリクエストが再送されました（nonce 使用済み）。")
-    return terminal
+        raise refusal(f"{who}の署名を確認できませんでした。") from error
+    if not store.use_nonce(f"{signer_id}#{nonce.lower()}", int(timestamp) + 2 * CLOCK_SKEW_SECONDS):
+        raise refusal("同じリクエストが再送されました（nonce 使用済み）。")
+    return signer
+
+
+def _field(signer, name: str):
+    return signer[name] if isinstance(signer, dict) else getattr(signer, name)

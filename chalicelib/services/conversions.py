@@ -187,6 +187,15 @@ def validate_agreement(agreement: dict) -> dict:
             raise errors.ValidationFailed(f"{field} は1以上の整数です。", field=field)
         return value
 
+    known = {"municipalities", "rate_numerator", "rate_denominator", "rounding", "daily_cap_per_resident",
+             "monthly_cap_per_resident", "campaigns"}
+    unknown = sorted(set(agreement) - known)
+    if unknown:
+        # A typo must not silently fall back to a default (["*"] would open every municipality).
+        raise errors.ValidationFailed(f"agreement に未知の項目があります: {', '.join(unknown)}", field=f"agreement.{unknown[0]}")
+    campaigns = agreement.get("campaigns", [])
+    if not isinstance(campaigns, list) or not all(isinstance(campaign, dict) for campaign in campaigns):
+        raise errors.ValidationFailed("campaigns はオブジェクトの配列です。", field="agreement.campaigns")
     result = {
         "municipalities": agreement.get("municipalities", ["*"]),
         "rate_numerator": positive(agreement.get("rate_numerator"), "agreement.rate_numerator"),
@@ -203,7 +212,10 @@ def validate_agreement(agreement: dict) -> dict:
     for code in result["municipalities"]:
         if code != "*":
             identifiers.municipality_code(code, "agreement.municipalities")
-    for campaign in agreement.get("campaigns", []):
+    campaign_fields = {"campaign_code", "rate_numerator", "rate_denominator", "starts_at", "ends_at", "target_municipality_code"}
+    for campaign in campaigns:
+        if set(campaign) - campaign_fields:
+            raise errors.ValidationFailed("campaign に未知の項目があります。", field="agreement.campaigns")
         checked = {
             "campaign_code": identifiers.plain_identifier(campaign.get("campaign_code"), "campaign_code"),
             "rate_numerator": positive(campaign.get("rate_numerator"), "campaign.rate_numerator"),
@@ -222,6 +234,9 @@ def validate_agreement(agreement: dict) -> dict:
         if checked["target_municipality_code"] is not None:
             identifiers.municipality_code(checked["target_municipality_code"], "campaign.target_municipality_code")
         result["campaigns"].append(checked)
+    codes = [campaign["campaign_code"] for campaign in result["campaigns"]]
+    if len(codes) != len(set(codes)):
+        raise errors.ValidationFailed("campaign_code が重複しています。", field="agreement.campaigns")
     return result
 
 
@@ -344,18 +359,21 @@ def allocate_reserve(ledger_store, mykey_id: str, municipality_code: str, amount
     for _ in range(MAX_ATTEMPTS):
         reserve = ledger_store.get_wallet(mykey_id, ports.RESERVE)
         target = ledger_store.get_wallet(mykey_id, municipality_code)
+        fingerprint = f"{mykey_id}/{municipality_code}/{amount}"
         try:
             remaining, taken = lot_rules.consume(reserve.lots, amount)
         except errors.InsufficientBalance:
             existing = ledger_store.get_transfer(allocation_id)
-            if existing is not None and existing.kind == ports.RESERVE_ALLOCATION:
+            if existing is not None:
+                if existing.kind != ports.RESERVE_ALLOCATION or existing.request_fingerprint != fingerprint:
+                    raise errors.TransferIdConflict()
                 return existing
             raise
         new_target = lot_rules.add(target.lots, expires_on, amount)
         transfer = ports.Transfer(
             transfer_id=allocation_id, kind=ports.RESERVE_ALLOCATION, debit_account=reserve_account(mykey_id),
             credit_account=f"wallet:{mykey_id}:{municipality_code}", amount=amount, municipality_code=municipality_code,
-            mykey_id=mykey_id, posted_at=posted_at(now), request_fingerprint=f"{municipality_code}/{amount}",
+            mykey_id=mykey_id, posted_at=posted_at(now), request_fingerprint=fingerprint,
             balance_after=lot_rules.total(new_target), lots={expires_on: amount}, reason=reason,
         )
         try:
@@ -388,8 +406,15 @@ def move_expired_reserves(ledger_store, identity_store, clock: Clock) -> list[po
             continue
         # Named after the reserve's state: a re-run on the same state is a replay, not a second move.
         allocation_id = str(uuid.uuid5(CONVERSION_NAMESPACE, f"reserve-move/{mykey_id}/{reserve.version}"))
-        moved.append(allocate_reserve(ledger_store, mykey_id, mykey.home_municipality_code, lot_rules.total(due),
-                                      allocation_id, clock, reason="reserve_deadline"))
+        try:
+            moved.append(allocate_reserve(ledger_store, mykey_id, mykey.home_municipality_code, lot_rules.total(due),
+                                          allocation_id, clock, reason="reserve_deadline"))
+        except errors.DomainError:
+            # One resident's problem (say, a home municipality no longer on the platform) must not stop
+            # the others' moves; it is logged and retried on the next run.
+            from chalicelib.observability import get_logger
+
+            get_logger().exception("reserve move failed", extra={"mykey_id": mykey_id})
     return moved
 
 
@@ -398,11 +423,8 @@ def move_expired_reserves(ledger_store, identity_store, clock: Clock) -> list[po
 
 def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
     """Points converted per municipality in a month (Japan time) and the yen the partner owes (1 pt = 1 yen)."""
-    try:
-        year, month_number = (int(part) for part in month.split("-"))
-        first = dt.datetime(year, month_number, 1, tzinfo=JST)
-    except ValueError as error:
-        raise errors.ValidationFailed("month は YYYY-MM です。", field="month") from error
+    year, month_number = parse_month(month)
+    first = dt.datetime(year, month_number, 1, tzinfo=JST)
     last_day = calendar.monthrange(year, month_number)[1]
     end = first + dt.timedelta(days=last_day)
     lines: dict[str, dict] = {}
@@ -420,6 +442,18 @@ def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
         "total_points": sum(line["points"] for line in ordered),
         "total_yen_owed": sum(line["points"] for line in ordered),
     }
+
+
+def parse_month(month: str) -> tuple[int, int]:
+    """`YYYY-MM` with ASCII digits, a real month, a year the ledger can hold."""
+    import re
+
+    if not isinstance(month, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
+        raise errors.ValidationFailed("month は YYYY-MM です。", field="month")
+    year, month_number = int(month[:4]), int(month[5:])
+    if not (2000 <= year <= 2999 and 1 <= month_number <= 12):
+        raise errors.ValidationFailed("month は YYYY-MM です。", field="month")
+    return year, month_number
 
 
 def statement_csv(statement: dict) -> str:

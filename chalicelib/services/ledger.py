@@ -436,7 +436,11 @@ def balances_at_merchant(
     return sorted(result, key=lambda entry: entry["municipality_code"])
 
 
-_WALLET_SIGN = {ports.GRANT: 1, ports.REFUND: 1, ports.CONVERSION: 1, ports.RESERVE_ALLOCATION: 1, ports.PAYMENT: -1, ports.EXPIRE: -1, ports.TRANSFER_OUT: -1}
+# How each kind of transfer changes the resident's wallet. A confirmed transfer-out moves points that
+# already left the wallet when they were held.
+_WALLET_SIGN = {ports.GRANT: 1, ports.REFUND: 1, ports.CONVERSION: 1, ports.RESERVE_ALLOCATION: 1,
+                ports.TRANSFER_OUT_VOID: 1, ports.PAYMENT: -1, ports.EXPIRE: -1, ports.TRANSFER_OUT_HOLD: -1,
+                ports.TRANSFER_OUT: 0}
 
 
 def history(store: ports.LedgerStore, mykey_id: str, municipality_code: str | None = None, limit: int = 100) -> list[dict]:
@@ -461,6 +465,8 @@ def history(store: ports.LedgerStore, mykey_id: str, municipality_code: str | No
 
 SUMMARY_KINDS = {
     ports.GRANT: "issued",
+    ports.TRANSFER_OUT_HOLD: "held_for_transfer_out",
+    ports.TRANSFER_OUT_VOID: "released_from_transfer_out",
     ports.CONVERSION: "converted_in",
     # Reserve points count for a municipality when they reach its wallet.
     ports.RESERVE_ALLOCATION: "converted_in",
@@ -483,6 +489,7 @@ def summary(store: ports.LedgerStore, municipality_code: str, start: str | None 
         "municipality_name": municipality.name,
         "period": {"from": start, "to": end},
         **totals,
+        "pending_transfer_out": totals["held_for_transfer_out"] - totals["released_from_transfer_out"] - totals["transferred_out"],
         "net_change": net_change,
         "outstanding": outstanding,
         "transfer_counts": counts,
@@ -503,7 +510,9 @@ def _totals(store: ports.LedgerStore, municipality_code: str, start: str | None,
 
 
 def _net(totals: dict) -> int:
+    # What wallets hold: a transfer-out leaves the wallet when it is held (then pending), and comes back
+    # only if voided; its confirmation moves pending points to the operator without touching the wallet.
     return (
         totals["issued"] + totals["converted_in"] - totals["spent"] + totals["refunded"]
-        - totals["expired"] - totals["transferred_out"]
+        - totals["expired"] - totals["held_for_transfer_out"] + totals["released_from_transfer_out"]
     )

@@ -19,6 +19,8 @@ EXPIRE = "expire"
 CONVERSION = "conversion"
 TRANSFER_OUT = "transfer_out"
 RESERVE_ALLOCATION = "reserve_allocation"
+TRANSFER_OUT_HOLD = "transfer_out_hold"
+TRANSFER_OUT_VOID = "transfer_out_void"
 # The reserve account (留保口座) is a wallet whose "municipality" is this marker.
 RESERVE = "reserve"
 
@@ -167,6 +169,14 @@ class CounterConditionFailed(Exception):
         super().__init__(counter_id)
         self.counter_id = counter_id
         self.current_value = current_value
+
+
+class HoldNotPending(Exception):
+    """The hold was already posted or voided (or is past its deadline, for a confirmation)."""
+
+    def __init__(self, current: dict | None):
+        super().__init__("hold not pending")
+        self.current = current
 
 
 class WriteContention(Exception):

@@ -26,11 +26,14 @@ from chalicelib.storage.models import (
     CardModel,
     ConversionRejectionModel,
     CounterModel,
+    HoldModel,
     MerchantModel,
     MunicipalityModel,
     NonceModel,
+    OperatorModel,
     PartnerModel,
     TerminalModel,
+    TransferProgrammeModel,
     TransferModel,
     WalletModel,
 )
@@ -59,6 +62,16 @@ def _plain(value):
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _hold(item) -> dict:
+    return {
+        "hold_id": item.hold_id, "state": item.state, "municipality_code": item.municipality_code,
+        "mykey_id": item.mykey_id, "amount": int(item.amount), "lots": _lots_from_item(item.lots),
+        "programme_id": item.programme_id, "operator_id": item.operator_id,
+        "destination_account": item.destination_account, "deadline": int(item.deadline), "created_at": item.created_at,
+        "finished_at": item.finished_at, "outcome_reason": item.outcome_reason,
+    }
 
 
 def _lots_from_item(raw) -> dict[str, int]:
@@ -292,6 +305,82 @@ class DynamoLedgerStore:
             if item.kind == ports.CONVERSION
         ]
 
+    # -- transfer-outs: operators, programmes, holds -----------------------------------------------
+
+    def get_operator(self, operator_id: str) -> dict | None:
+        item = self._get(OperatorModel, operator_id)
+        if item is None:
+            return None
+        return {"operator_id": item.operator_id, "name": item.name, "public_key": item.public_key,
+                "request_queue": item.request_queue, "active": bool(item.active)}
+
+    def put_operator(self, operator: dict) -> None:
+        OperatorModel(operator["operator_id"], name=operator["name"], public_key=operator["public_key"],
+                      request_queue=operator["request_queue"], active=operator.get("active", True)).save()
+
+    def get_programme(self, programme_id: str) -> dict | None:
+        item = self._get(TransferProgrammeModel, programme_id)
+        if item is None:
+            return None
+        return {"programme_id": item.programme_id, "municipality_code": item.municipality_code,
+                "operator_id": item.operator_id, "name": item.name, "account_pattern": item.account_pattern,
+                "check_digit": item.check_digit, "hold_seconds": int(item.hold_seconds), "active": bool(item.active)}
+
+    def put_programme(self, programme: dict) -> None:
+        TransferProgrammeModel(
+            programme["programme_id"], municipality_code=programme["municipality_code"], operator_id=programme["operator_id"],
+            name=programme["name"], account_pattern=programme["account_pattern"], check_digit=programme["check_digit"],
+            hold_seconds=programme["hold_seconds"], active=programme.get("active", True),
+        ).save()
+
+    def get_hold(self, hold_id: str) -> dict | None:
+        item = self._get(HoldModel, hold_id, consistent_read=True)
+        return _hold(item) if item else None
+
+    def create_hold(self, transfer: ports.Transfer, wallet: ports.WalletWrite, hold: dict) -> None:
+        """The hold's transfer, the wallet debit and the hold itself: one transaction."""
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(self._transfer_model(transfer), condition=TransferModel.transfer_id.does_not_exist(),
+                                 return_values=_ALL_OLD)
+                self._add_wallet_update(transaction, wallet)
+                transaction.save(HoldModel(hold["hold_id"], pending_shard=str(zlib.crc32(hold["hold_id"].encode()) % EXPIRY_INDEX_SHARDS),
+                                           **{key: value for key, value in hold.items() if key != "hold_id"}),
+                                 condition=HoldModel.hold_id.does_not_exist())
+        except TransactWriteError as error:
+            self._raise_outcome(error, [("transfer", None), ("wallet", None), ("hold", None)])
+
+    def finish_hold(self, transfer: ports.Transfer, hold_id: str, new_state: str, reason: str | None,
+                    wallet: ports.WalletWrite | None, deadline_after: int | None = None) -> None:
+        """Post or void: the transfer, the hold's state change (only from pending), the wallet on a void."""
+        condition = HoldModel.state == "pending"
+        if deadline_after is not None:
+            condition &= HoldModel.deadline > deadline_after
+        roles = [("transfer", None)] + ([("wallet", None)] if wallet else []) + [("hold", None)]
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(self._transfer_model(transfer), condition=TransferModel.transfer_id.does_not_exist(),
+                                 return_values=_ALL_OLD)
+                if wallet:
+                    self._add_wallet_update(transaction, wallet)
+                transaction.update(
+                    HoldModel(hold_id),
+                    actions=[HoldModel.state.set(new_state), HoldModel.finished_at.set(transfer.posted_at),
+                             HoldModel.outcome_reason.set(reason) if reason else HoldModel.outcome_reason.remove(),
+                             HoldModel.pending_shard.remove()],
+                    condition=condition, return_values=_ALL_OLD,
+                )
+        except TransactWriteError as error:
+            self._raise_outcome(error, roles)
+
+    def pending_holds_due(self, now: int) -> list[str]:
+        return [item.hold_id for shard in range(EXPIRY_INDEX_SHARDS)
+                for item in HoldModel.pending_by_deadline.query(str(shard), HoldModel.deadline < now)]
+
+    def holds_of_operator(self, operator_id: str) -> list[dict]:
+        # Statements only, monthly: a filtered scan, never on a resident's path.
+        return [_hold(item) for item in HoldModel.scan(HoldModel.operator_id == operator_id)]
+
     # -- seeding and administration ------------------------------------------------------------------
 
     def put_municipality(self, municipality: ports.Municipality) -> None:
@@ -428,6 +517,8 @@ class DynamoLedgerStore:
             if role == "counter":
                 value = int(reason.raw_item["value"]["N"]) if reason.raw_item and "value" in reason.raw_item else None
                 raise ports.CounterConditionFailed(counter_id, value) from error
+            if role == "hold":
+                raise ports.HoldNotPending(_hold(HoldModel.from_raw_data(reason.raw_item)) if reason.raw_item else None) from error
         if any(code in _TRANSIENT_REASONS for code in codes):
             raise ports.WriteContention(",".join(str(code) for code in codes)) from error
         raise error

@@ -329,6 +329,75 @@ class ConversionRejectionModel(Model):
     rejected_at = UnicodeAttribute()
 
 
+class OperatorModel(Model):
+    """A point-management company that receives transfer-outs into its programmes."""
+
+    class Meta:
+        base_name = "operators"
+        table_name = "operators"
+        billing_mode = "pay_per_request"
+
+    operator_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    request_queue = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+
+
+class TransferProgrammeModel(Model):
+    """A destination of transfer-outs (a shopping street's point card, a prepaid card) of one municipality."""
+
+    class Meta:
+        base_name = "transfer_programmes"
+        table_name = "transfer_programmes"
+        billing_mode = "pay_per_request"
+
+    programme_id = UnicodeAttribute(hash_key=True)
+    municipality_code = UnicodeAttribute()
+    operator_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    account_pattern = UnicodeAttribute()
+    check_digit = UnicodeAttribute()
+    hold_seconds = NumberAttribute()
+    active = BooleanAttribute(default=True)
+
+
+class PendingHoldsIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "pending_by_deadline"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    deadline = NumberAttribute(range_key=True)
+
+
+class HoldModel(Model):
+    """A transfer-out waiting for its operator: points held in the municipality's pending account."""
+
+    class Meta:
+        base_name = "holds"
+        table_name = "holds"
+        billing_mode = "pay_per_request"
+
+    hold_id = UnicodeAttribute(hash_key=True)
+    state = UnicodeAttribute()  # pending, posted or voided
+    municipality_code = UnicodeAttribute()
+    mykey_id = UnicodeAttribute()
+    amount = NumberAttribute()
+    lots = MapAttribute(default=dict)
+    programme_id = UnicodeAttribute()
+    operator_id = UnicodeAttribute()
+    destination_account = UnicodeAttribute()
+    deadline = NumberAttribute()
+    created_at = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+    outcome_reason = UnicodeAttribute(null=True)
+    # Set only while pending: the sparse index the expiry job reads.
+    pending_shard = UnicodeAttribute(null=True)
+
+    pending_by_deadline = PendingHoldsIndex()
+
+
 class NonceModel(Model):
     """A terminal request nonce already used; kept only until replay is impossible, then expired by TTL."""
 
@@ -391,6 +460,9 @@ ALL_MODELS: tuple[type[Model], ...] = (
     ResidentSessionModel,
     PartnerModel,
     ConversionRejectionModel,
+    OperatorModel,
+    TransferProgrammeModel,
+    HoldModel,
     NonceModel,
     StaffModel,
     StaffSessionModel,

@@ -15,7 +15,8 @@ from chalicelib.storage.models import ALL_MODELS, TTL_ATTRIBUTES
 def _camel_index(index: dict[str, Any]) -> dict[str, Any]:
     return {
         "IndexName": index["index_name"],
-        "KeySchema": index["key_schema"],
+        # DynamoDB wants the partition key first; PynamoDB lists them in no fixed order.
+        "KeySchema": sorted(index["key_schema"], key=lambda item: item["KeyType"]),
         "Projection": {
             key: value
             for key, value in {

@@ -348,3 +348,40 @@ def test_transient_failure__only_that_record_is_reported_for_retry(http, sqs_cli
     response = http.client.lambda_.invoke("handle_partner_conversions", {"Records": records})
     assert response.payload == {"batchItemFailures": [{"itemIdentifier": records[1]["messageId"]}]}
     assert len(healthy.results()) == 2
+
+
+@pytest.mark.parametrize("agreement_change,field", [
+    ({"campaigns": None}, "agreement.campaigns"), ({"campaigns": ["x"]}, "agreement.campaigns"),
+    ({"municipalitys": ["252034"]}, "agreement.municipalitys"), ({"rounding": "banker"}, "agreement.rounding"),
+])
+def test_partner_onboarding__bad_agreement__is_refused_with_its_field(http, agreement_change, field):
+    operator = http.sign_in("platform_operator", code="platform")
+    agreement = {"municipalities": ["*"], "rate_numerator": 1, "rate_denominator": 2, "daily_cap_per_resident": 10,
+                 "monthly_cap_per_resident": 100, **agreement_change}
+    response = http.staff(operator, "PUT", "/v1/platform/partners/p-bad", {
+        "name": "x", "public_key": base64.b64encode(bytes(32)).decode(), "result_queue": "q", "agreement": agreement})
+    assert response.status_code == 400 and response.json_body["error"]["field"] == field
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01", "2026-1", "2026-13"])
+def test_statement__bad_month__is_validation_failed(http, month):
+    operator = http.sign_in("platform_operator", code="platform")
+    response = http.staff(operator, "GET", f"/v1/platform/partners/p-x/statements/{month}")
+    assert response.status_code == 400 and response.json_body["error"]["code"] == "validation_failed"
+
+
+def test_reserve_allocation__same_id_other_resident_or_body__is_conflict(partner):
+    world = partner.http.world
+    first, second = world.add_card(), world.add_card()
+    for mykey in (first, second):
+        partner.send(partner.message(mykey, 200))
+    partner.drain()
+    allocation_id = str(uuid.uuid4())
+    conversions.allocate_reserve(world.store, first, world.home_code, 100, allocation_id, time.time)
+    from chalicelib import errors as domain_errors
+
+    with pytest.raises(domain_errors.TransferIdConflict):
+        conversions.allocate_reserve(world.store, second, world.home_code, 100, allocation_id, time.time)
+    with pytest.raises(domain_errors.TransferIdConflict):
+        conversions.allocate_reserve(world.store, first, world.other_code, 100, allocation_id, time.time)
+    assert world.store.get_wallet(second, ports.RESERVE).balance == 100
