@@ -146,6 +146,8 @@ def put_operator(operator_id):
                 "public_key": public_key, "request_queue": identifiers.plain_identifier(required(body, "request_queue"), "request_queue", 80),
                 "active": body.get("active", True) is not False}
     deps.get_ledger_store().put_operator(operator)
+    deps.get_identity_store().audit("platform", "operator_registration", f"staff:{session.staff_id}",
+                                    counter_terminal_id=session.counter_terminal_id, details={"operator_id": operator["operator_id"]})
     return operator
 
 
@@ -171,6 +173,10 @@ def put_programme(code, programme_id):
     hold_seconds = body.get("hold_seconds", 3 * 86400)
     if isinstance(hold_seconds, bool) or not isinstance(hold_seconds, int) or not 60 <= hold_seconds <= 30 * 86400:
         raise errors.ValidationFailed("hold_seconds は60秒から30日です。", field="hold_seconds")
+    existing = deps.get_ledger_store().get_programme(identifiers.plain_identifier(programme_id, "programme_id"))
+    if existing is not None and existing["municipality_code"] != municipality_code:
+        # Programme ids are global: one municipality's staff must never rewrite another's destination.
+        raise errors.StaffForbidden("このプログラムは他の自治体のものです。")
     operator_id = identifiers.plain_identifier(required(body, "operator_id"), "operator_id")
     if deps.get_ledger_store().get_operator(operator_id) is None:
         raise errors.ValidationFailed("operator_id の事業者が登録されていません。", field="operator_id")

@@ -73,6 +73,10 @@ def request_transfer_out(command: TransferOutCommand, store, authority: CardAuth
     try:
         programme = validate_destination(store.get_programme(command.programme_id), command.municipality_code,
                                          command.destination_account)
+        operator = store.get_operator(programme["operator_id"])
+        if operator is None or not operator["active"]:
+            # A stopped operator could never confirm: hold nothing rather than strand points until the deadline.
+            raise errors.ProgrammeNotFound("この移行先は現在利用できません。")
         municipality = store.get_municipality(command.municipality_code)
         if municipality is None:
             raise errors.MunicipalityNotFound()

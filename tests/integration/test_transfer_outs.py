@@ -257,3 +257,23 @@ def test_operator_statement__confirmed_points_per_programme(transfers):
     assert statement["lines"] == [{"municipality_code": world.home_code, "programme_id": transfers.programme_id,
                                    "transfers": 2, "points": 500}]
     assert statement["total_points"] == 500
+
+
+def test_programme__another_municipality_cannot_take_it_over(transfers):
+    other_approver = transfers.http.sign_in("approver", code=transfers.world.other_code)
+    response = transfers.http.staff(
+        other_approver, "PUT", f"/v1/municipalities/{transfers.world.other_code}/transfer-programmes/{transfers.programme_id}",
+        {"operator_id": transfers.operator_id, "name": "乗っ取り", "account_pattern": ".*", "check_digit": "none"})
+    assert response.status_code == 403 and _code(response) == "staff_forbidden"
+    assert transfers.world.store.get_programme(transfers.programme_id)["municipality_code"] == transfers.world.home_code
+
+
+def test_stopped_operator__nothing_is_held(transfers):
+    world = transfers.world
+    operator = world.store.get_operator(transfers.operator_id)
+    world.store.put_operator({**operator, "active": False})
+    mykey = world.add_card()
+    world.grant(mykey, 1000)
+    response = transfers.request(mykey, 100)
+    assert response.status_code == 404 and _code(response) == "programme_not_found"
+    assert world.store.get_wallet(mykey, world.home_code).balance == 1000

@@ -17,6 +17,7 @@ from chalicelib import errors
 DOCUMENT = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 TERMINAL_SCHEMES = {"terminalSignature", "terminalId", "terminalTimestamp", "terminalNonce"}
+OPERATOR_SCHEMES = {"operatorSignature", "operatorId", "operatorTimestamp", "operatorNonce"}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,13 @@ def _is_resident_route(method: str, path: str) -> bool:
 def _is_terminal_route(path: str) -> bool:
     return path.startswith("/v1/payments") or path in {
         "/v1/balance-inquiries", "/v1/facility-links", "/v1/facility-link-lookups", "/v1/facility-link-removals",
+        "/v1/transfer-outs",
     }
+
+
+def _is_operator_route(path: str) -> bool:
+    """Point-management companies sign their calls with their own key and headers (`X-Operator-Id`)."""
+    return path.startswith("/v1/operator/")
 
 
 def test_openapi__document__is_a_valid_openapi_3_0_document(spec):
@@ -153,6 +160,14 @@ def test_openapi__terminal_routes__declare_the_terminal_signature_headers_togeth
         assert "401" in operation["responses"], f"{method} {path}"
 
 
+def test_openapi__operator_routes__declare_the_operator_signature_headers_together(spec):
+    operator_routes = [(m, p, op) for m, p, op in _operations(spec) if _is_operator_route(p)]
+    assert operator_routes
+    for method, path, operation in operator_routes:
+        assert _security_schemes(operation) == [OPERATOR_SCHEMES], f"{method} {path}"
+        assert "401" in operation["responses"], f"{method} {path}"
+
+
 def test_openapi__resident_routes__declare_resident_session_security(spec):
     resident_routes = [(m, p, op) for m, p, op in _operations(spec) if _is_resident_route(m, p)]
     assert resident_routes
@@ -168,8 +183,8 @@ def test_openapi__registration__takes_an_optional_staff_session(spec):
 
 def test_openapi__health_and_sign_in__need_no_credentials(spec):
     for method, path, operation in _operations(spec):
-        if not (_is_staff_route(method, path) or _is_terminal_route(path) or _is_resident_route(method, path)
-                or _is_optional_staff_route(method, path)):
+        if not (_is_staff_route(method, path) or _is_terminal_route(path) or _is_operator_route(path)
+                or _is_resident_route(method, path) or _is_optional_staff_route(method, path)):
             assert operation.get("security") == [], f"{method} {path}"
 
 
