@@ -8,7 +8,7 @@ from chalice import Blueprint, Response
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
 from chalicelib.api.http import base64_field, created, endpoint, json_object, refuse_unknown_fields, required
-from chalicelib.api.staff_routes import bearer_token, current_staff_session
+from chalicelib.api.staff_routes import bearer_token, current_staff_session, platform_operator_session
 from chalicelib.domain import identifiers
 
 identity_api = Blueprint(__name__)
@@ -211,20 +211,12 @@ def municipality_audit_events(code):
 # -- platform operator: J-LIS feeds ---------------------------------------------------------------------
 
 
-def _platform_operator():
-    from chalicelib.services import staff
-
-    session = current_staff_session(identity_api.current_request)
-    staff.authorize_platform(session, (staff.PLATFORM_OPERATOR,))
-    return session
-
-
 @identity_api.route("/v1/platform/revocation-feeds", methods=["POST"])
 @endpoint(identity_api)
 def import_revocation_feed():
     from chalicelib.services import identity
 
-    session = _platform_operator()
+    session = platform_operator_session(identity_api.current_request)
     body = json_object(identity_api.current_request, max_bytes=FEED_MAX_BYTES)
     refuse_unknown_fields(body, {"format", "content", "content_base64"})
     feed_format = required(body, "format")
@@ -246,7 +238,7 @@ def import_revocation_feed():
 def import_renewal_feed():
     from chalicelib.services import identity
 
-    session = _platform_operator()
+    session = platform_operator_session(identity_api.current_request)
     body = json_object(identity_api.current_request, max_bytes=FEED_MAX_BYTES)
     refuse_unknown_fields(body, {"content", "new_issuer_sha256"})
     content = required(body, "content")

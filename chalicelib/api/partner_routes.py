@@ -6,18 +6,10 @@ from chalice import Blueprint, Response
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
 from chalicelib.api.http import created, endpoint, json_object, refuse_unknown_fields, required
-from chalicelib.api.staff_routes import current_staff_session
+from chalicelib.api.staff_routes import platform_operator_session
 from chalicelib.domain import identifiers
 
 partner_api = Blueprint(__name__)
-
-
-def _platform_operator():
-    from chalicelib.services import staff
-
-    session = current_staff_session(partner_api.current_request)
-    staff.authorize_platform(session, (staff.PLATFORM_OPERATOR,))
-    return session
 
 
 @partner_api.route("/v1/platform/partners/{partner_id}", methods=["PUT"])
@@ -28,7 +20,7 @@ def put_partner(partner_id):
 
     from chalicelib.services import conversions
 
-    session = _platform_operator()
+    session = platform_operator_session(partner_api.current_request)
     partner_id = identifiers.plain_identifier(partner_id, "partner_id")
     body = json_object(partner_api.current_request)
     refuse_unknown_fields(body, {"name", "public_key", "result_queue", "agreement", "active"})
@@ -61,7 +53,7 @@ def put_partner(partner_id):
 def partner_statement(partner_id, month):
     from chalicelib.services import conversions
 
-    _platform_operator()
+    platform_operator_session(partner_api.current_request)
     statement = conversions.monthly_statement(deps.get_ledger_store(), identifiers.plain_identifier(partner_id, "partner_id"), month)
     if (partner_api.current_request.query_params or {}).get("format") == "csv":
         return Response(body=conversions.statement_csv(statement), status_code=200,

@@ -39,6 +39,15 @@ def current_staff_session(request=None):
     return session
 
 
+def platform_operator_session(request):
+    """The signed-in platform operator (onboarding partners and operators, feeds, statements)."""
+    from chalicelib.services import staff
+
+    session = current_staff_session(request)
+    staff.authorize_platform(session, (staff.PLATFORM_OPERATOR,))
+    return session
+
+
 def _staff_session(municipality_code: str, minimum_role: str):
     from chalicelib.services import staff
 

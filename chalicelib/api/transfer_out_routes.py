@@ -14,7 +14,7 @@ from chalice import Blueprint, Rate
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
 from chalicelib.api.http import base64_field, created, endpoint, fingerprint, json_object, raw_body, refuse_unknown_fields, required
-from chalicelib.api.staff_routes import current_staff_session
+from chalicelib.api.staff_routes import current_staff_session, platform_operator_session
 from chalicelib.domain import identifiers
 from chalicelib.domain.accounts import CHECK_DIGIT_RULES
 
@@ -127,10 +127,7 @@ def put_operator(operator_id):
     import base64
     import binascii
 
-    from chalicelib.services import staff
-
-    session = current_staff_session(transfer_out_api.current_request)
-    staff.authorize_platform(session, (staff.PLATFORM_OPERATOR,))
+    session = platform_operator_session(transfer_out_api.current_request)
     body = json_object(transfer_out_api.current_request)
     refuse_unknown_fields(body, {"name", "public_key", "request_queue", "active"})
     public_key = required(body, "public_key")
@@ -192,10 +189,9 @@ def put_programme(code, programme_id):
 @transfer_out_api.route("/v1/platform/operators/{operator_id}/statements/{month}", methods=["GET"])
 @endpoint(transfer_out_api)
 def operator_statement(operator_id, month):
-    from chalicelib.services import staff, transfer_outs
+    from chalicelib.services import transfer_outs
 
-    session = current_staff_session(transfer_out_api.current_request)
-    staff.authorize_platform(session, (staff.PLATFORM_OPERATOR,))
+    platform_operator_session(transfer_out_api.current_request)
     return transfer_outs.operator_statement(deps.get_ledger_store(), identifiers.plain_identifier(operator_id, "operator_id"), month)
 
 

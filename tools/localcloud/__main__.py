@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from tools.localcloud.pcsc import READER_BY_PORT, PcscDaemon, VirtualCardProcess
-from tools.localcloud.processes import REPOSITORY_ROOT, DynamoDBLocal, MotoServer, local_aws_environment
+from tools.localcloud.processes import REPOSITORY_ROOT, DynamoDBLocal, MotoServer, local_aws_environment, stop_process
 
 TABLE_PREFIX = "points-dev-"
 
@@ -37,17 +37,6 @@ def _wait_for_health(url: str, process: subprocess.Popen, timeout_seconds: float
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"chalice local が {timeout_seconds} 秒以内に応答しませんでした。")
-
-
-def _stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_requested.set()
         _say("\n停止しています…")
-        _stop(chalice_process)
+        stop_process(chalice_process)
         if card is not None:
             card.stop()
         pcscd.stop()

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.localcloud.processes import REPOSITORY_ROOT, LocalProcessError
+from tools.localcloud.processes import REPOSITORY_ROOT, LocalProcessError, stop_process
 
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 PCSCD_POLL_MARGIN_SECONDS = 1.0
@@ -67,14 +67,7 @@ class PcscDaemon:
         raise LocalProcessError("pcscd の vpcd リーダーが準備できませんでした。")
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
         self._process = None
 
 
@@ -139,12 +132,5 @@ class VirtualCardProcess:
         return self
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
         self._process = None

@@ -108,6 +108,18 @@ def local_client(service_name: str, endpoint_url: str) -> Any:
     return session.client(service_name, endpoint_url=endpoint_url, config=fail_fast)
 
 
+def stop_process(process, timeout_seconds: float = 10.0) -> None:
+    """Terminate a child by its PID, wait for it, and kill it if it does not exit in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _port_is_taken(port: int) -> bool:
     """Return True if something is listening on the loopback port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
