@@ -6,6 +6,7 @@ from chalicelib.api.health import health_api
 from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
 from chalicelib.api.partner_routes import partner_api
+from chalicelib.api.portal_routes import portal_api
 from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.terminal_routes import terminal_api
 from chalicelib.api.transfer_out_routes import transfer_out_api
@@ -20,4 +21,5 @@ app.register_blueprint(jobs)
 app.register_blueprint(partner_api)
 app.register_blueprint(conversion_handlers)
 app.register_blueprint(transfer_out_api)
+app.register_blueprint(portal_api)
 app.register_middleware(http_middleware, "http")

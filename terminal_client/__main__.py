@@ -7,6 +7,7 @@
       lookup                             施設の利用者番号の照会（施設モード）
       status                             未確定の支払いを確定
       keygen --terminal-id ID            新しい端末の鍵を作り、登録する公開鍵を表示
+      resident-sign-in CODE              住民モード: マイページに表示されたコードにカードで答える
 """
 from __future__ import annotations
 
@@ -77,6 +78,25 @@ def _keygen(arguments) -> int:
     return 0
 
 
+def _resident_sign_in(arguments) -> int:
+    from terminal_client.terminal import resident_sign_in
+
+    api = ApiClient(arguments.base_url, "", None)
+    try:
+        resident_sign_in(api, _open_card(arguments.reader), _ask_pin, arguments.code.strip().upper())
+    except CardReaderError as error:
+        print(f"エラー: {error.message}", file=sys.stderr)
+        return 4
+    except ServerRefused as error:
+        print(f"エラー: {error}", file=sys.stderr)
+        return 1
+    except Unreachable:
+        print("サーバーに接続できません。ネットワークを確認してください。", file=sys.stderr)
+        return 3
+    print("カードで確認しました。ブラウザの画面に戻ってください。")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m terminal_client", description="店舗・施設端末")
     parser.add_argument("--config", default=".local/demo/terminal-shop.json", help="端末設定（鍵）のファイル")
@@ -93,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("balance", help="残高照会")
     commands.add_parser("lookup", help="施設の利用者番号を照会する")
     commands.add_parser("status", help="未確定の支払いを確定する")
+    resident = commands.add_parser("resident-sign-in", help="住民モード: マイページのコードにカードで答える")
+    resident.add_argument("code")
     keygen = commands.add_parser("keygen", help="新しい端末の鍵を作る")
     keygen.add_argument("--terminal-id", required=True)
     keygen.add_argument("--out", default="terminal.json")
@@ -100,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if arguments.command == "keygen":
         return _keygen(arguments)
+    if arguments.command == "resident-sign-in":
+        return _resident_sign_in(arguments)
     try:
         config_data = json.loads(Path(arguments.config).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -45,6 +45,19 @@ class TerminalConfig:
     pin_free_limits: dict[str, int] = field(default_factory=dict)
 
 
+def verify_pin_with_prompt(card, ask_pin: Callable[[int], str]) -> None:
+    """Ask for the PIN until the card accepts it; the card blocks it after its third wrong try."""
+    tries_left = card.pin_tries_left()
+    while True:
+        if tries_left == 0:
+            raise PinBlocked()
+        try:
+            card.verify_pin(ask_pin(tries_left))
+            return
+        except WrongPin as wrong:
+            tries_left = wrong.tries_left
+
+
 class Terminal:
     def __init__(self, config: TerminalConfig, api: ApiClient, outbox: Outbox,
                  open_card: Callable[[], contextlib.AbstractContextManager], ask_pin: Callable[[int], str]):
@@ -77,15 +90,7 @@ class Terminal:
         return answer
 
     def _sign_with_pin(self, card, body: dict) -> None:
-        tries_left = card.pin_tries_left()
-        while True:
-            if tries_left == 0:
-                raise PinBlocked()
-            try:
-                card.verify_pin(self._ask_pin(tries_left))
-                break
-            except WrongPin as wrong:
-                tries_left = wrong.tries_left
+        verify_pin_with_prompt(card, self._ask_pin)
         signed_at = int(time.time())
         message = payment_message(body["transfer_id"], self.config.terminal_id, body["municipality_code"],
                                   body["amount"], signed_at)
@@ -145,3 +150,24 @@ class Terminal:
         if status != expected_status:
             raise ServerRefused(answer, status)
         return answer
+
+
+def resident_sign_in(api: ApiClient, open_card: Callable[[], contextlib.AbstractContextManager],
+                     ask_pin: Callable[[int], str], code: str) -> dict:
+    """Resident mode: answer the portal's one-time code with the card (its PIN), on the resident's reader.
+
+    No terminal key is involved: the card's signature over the code's challenge is the proof.
+    """
+    status, request = api.call("GET", f"/v1/portal/sign-in-requests/{code}", signed=False)
+    if status != 200:
+        raise ServerRefused(request, status)
+    with open_card() as card:
+        certificate = card.read_auth_certificate()
+        verify_pin_with_prompt(card, ask_pin)
+        signature = card.sign(request["message_to_sign"].encode("utf-8"))
+    status, answer = api.call("POST", f"/v1/portal/sign-in-requests/{code}/card-response", {"card": {
+        "certificate": base64.b64encode(certificate).decode("ascii"),
+        "signature": base64.b64encode(signature).decode("ascii")}}, signed=False)
+    if status != 200:
+        raise ServerRefused(answer, status)
+    return answer

@@ -64,6 +64,19 @@ def _plain(value):
     return value
 
 
+def _municipality_from_model(item: MunicipalityModel) -> ports.Municipality:
+    return ports.Municipality(
+        code=item.municipality_code,
+        name=item.name,
+        point_name=item.point_name,
+        expiry_rule=_plain(item.expiry_rule),
+        pin_free_limit=int(item.pin_free_limit),
+        max_amount=int(item.max_amount),
+        budget_total=int(item.budget_total),
+        budget_shards=int(item.budget_shards),
+    )
+
+
 def _hold(item) -> dict:
     return {
         "hold_id": item.hold_id, "state": item.state, "municipality_code": item.municipality_code,
@@ -109,18 +122,12 @@ class DynamoLedgerStore:
 
     def get_municipality(self, code: str) -> ports.Municipality | None:
         item = self._get(MunicipalityModel, code)
-        if item is None or not item.active:
-            return None
-        return ports.Municipality(
-            code=item.municipality_code,
-            name=item.name,
-            point_name=item.point_name,
-            expiry_rule=item.expiry_rule.as_dict() if hasattr(item.expiry_rule, "as_dict") else dict(item.expiry_rule),
-            pin_free_limit=int(item.pin_free_limit),
-            max_amount=int(item.max_amount),
-            budget_total=int(item.budget_total),
-            budget_shards=int(item.budget_shards),
-        )
+        return _municipality_from_model(item) if item is not None and item.active else None
+
+    def list_municipalities(self) -> list[ports.Municipality]:
+        # A small table (one item per municipality on the platform): a scan is the right read.
+        return sorted((_municipality_from_model(item) for item in MunicipalityModel.scan() if item.active),
+                      key=lambda municipality: municipality.code)
 
     def get_merchant(self, merchant_id: str) -> ports.Merchant | None:
         item = self._get(MerchantModel, merchant_id)

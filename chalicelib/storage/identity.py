@@ -103,6 +103,55 @@ class DynamoIdentityStore:
             raise
         return item.challenge
 
+    # -- portal sign-in requests (a code shown in the browser, answered by the card elsewhere) ------
+
+    def put_sign_in_request(self, code: str, challenge: str, poll_secret_hash: str, expires_at: int) -> bool:
+        try:
+            ChallengeModel(code, purpose="portal_sign_in", challenge=challenge, expires_at=expires_at,
+                           poll_secret_hash=poll_secret_hash).save(condition=ChallengeModel.challenge_id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == _CONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    def get_sign_in_request(self, code: str):
+        try:
+            item = ChallengeModel.get(code, consistent_read=True)
+        except ChallengeModel.DoesNotExist:
+            return None
+        return item if item.purpose == "portal_sign_in" else None
+
+    def approve_sign_in_request(self, code: str, mykey_id: str, now: int) -> bool:
+        """Only once, only while unexpired: a second card cannot take over an approved request."""
+        condition = ((ChallengeModel.purpose == "portal_sign_in") & ChallengeModel.approved_mykey_id.does_not_exist()
+                     & (ChallengeModel.expires_at > now))
+        try:
+            ChallengeModel(code).update(actions=[ChallengeModel.approved_mykey_id.set(mykey_id)], condition=condition)
+        except UpdateError as error:
+            if error.cause_response_code == _CONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    def take_approved_sign_in(self, code: str, poll_secret_hash: str, now: int) -> str | None:
+        """The approved MyKey ID, once, to the browser holding the secret; the request is gone after."""
+        request = self.get_sign_in_request(code)
+        if (request is None or request.approved_mykey_id is None or request.poll_secret_hash != poll_secret_hash
+                or request.expires_at <= now):
+            return None
+        try:
+            request.delete(condition=ChallengeModel.approved_mykey_id.exists())
+        except DeleteError as error:
+            if error.cause_response_code == _CONDITION_FAILED:
+                return None
+            raise
+        return request.approved_mykey_id
+
+    def set_home_municipality(self, mykey_id: str, municipality_code: str) -> None:
+        MykeyModel(mykey_id).update(actions=[MykeyModel.home_municipality_code.set(municipality_code)],
+                                    condition=MykeyModel.mykey_id.exists())
+
     # -- cards and MyKey IDs -----------------------------------------------------------------------------
 
     get_card = staticmethod(read_card)

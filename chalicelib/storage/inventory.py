@@ -115,9 +115,11 @@ TABLES: dict[str, dict] = {
         "why": "One-time challenges a card signs to prove itself; deleted on use or by TTL after 5 minutes.",
         "attributes": {
             "challenge_id": "Its id.",
-            "purpose": "registration, resident_sign_in or reinstatement.",
+            "purpose": "registration, resident_sign_in, reinstatement or portal_sign_in.",
             "challenge": "32 random bytes.",
             "expires_at": "TTL.",
+            "poll_secret_hash": "Portal sign-in: SHA-256 of the secret only the browser that asked holds.",
+            "approved_mykey_id": "Portal sign-in: whose card answered, until the browser collects its session.",
         },
     },
     "facility_links": {

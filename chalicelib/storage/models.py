@@ -253,6 +253,9 @@ class ChallengeModel(Model):
     purpose = UnicodeAttribute()
     challenge = UnicodeAttribute()
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+    # Portal sign-in only: the browser's secret (hashed) and, once the card has answered, whose it is.
+    poll_secret_hash = UnicodeAttribute(null=True)
+    approved_mykey_id = UnicodeAttribute(null=True)
 
 
 class FacilityLinkModel(Model):

@@ -77,7 +77,7 @@ def test_lambda_requirements__hold_no_card_reader_or_test_tools():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert lambda_packages == {"pynamodb", "aws-lambda-powertools", "cryptography"}
+    assert lambda_packages == {"pynamodb", "aws-lambda-powertools", "cryptography", "segno"}
     assert "pyscard" in (ROOT / "requirements-dev.txt").read_text()
 
 

@@ -1,0 +1,1 @@
+"""Pages the app serves to browsers (the resident portal)."""
