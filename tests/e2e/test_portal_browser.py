@@ -34,6 +34,23 @@ def _send_reserve_conversion(cloud, mykey_id: str) -> None:
     assert result.returncode == 0 and '"municipality_code": null' in result.stdout, result.stdout + result.stderr
 
 
+def _link_at_the_museum(cloud, local_id: str) -> None:
+    """The museum's terminal links its member number to the card on its reader (facility mode)."""
+    import base64
+    import json
+
+    from terminal_client.api import ApiClient
+    from terminal_client.signing import load_ed25519_private_key
+    from tools.devpki import DevCard
+
+    keys = json.loads((cloud.data_dir / "demo" / "terminal-museum.json").read_text())
+    card = DevCard.from_pem_pair(json.loads((cloud.data_dir / "demo" / "card.json").read_text()))
+    api = ApiClient(cloud.base_url, keys["terminal_id"], load_ed25519_private_key(keys["private_key"]))
+    status, _ = api.call("POST", "/v1/facility-links", {"card": {"certificate": base64.b64encode(card.certificate_der).decode()},
+                                                        "local_id": local_id})
+    assert status == 201
+
+
 def test_portal__sign_in_with_the_card_see_balances_allocate_reserve_stop_the_card(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -42,6 +59,7 @@ def test_portal__sign_in_with_the_card_see_balances_allocate_reserve_stop_the_ca
     try:
         mykey_id = re.search(r"マイキーID ([A-Z2-9]{8})", cloud.output).group(1)
         _send_reserve_conversion(cloud, mykey_id)
+        _link_at_the_museum(cloud, "MUSEUM-77")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(locale="ja-JP")
@@ -60,6 +78,13 @@ def test_portal__sign_in_with_the_card_see_balances_allocate_reserve_stop_the_ca
             expect(page.locator("#balances tbody")).to_contain_text("10,000 pt")
             expect(page.locator("#reserve-summary")).to_have_text("留保ポイント: 500 pt")
             expect(page.locator("#history tbody")).to_contain_text("ポイント交換")
+
+            links = page.locator("#links tbody")
+            expect(links).to_contain_text("長浜城歴史博物館")
+            expect(links).to_contain_text("MUSEUM-77")
+            page.get_by_role("button", name="長浜城歴史博物館 の登録を解除").click()
+            expect(page.locator("#status")).to_have_text("登録を解除しました。")
+            expect(links).not_to_contain_text("MUSEUM-77")
 
             page.select_option("#allocate-municipality", "252034")
             page.fill("#allocate-amount", "200")
