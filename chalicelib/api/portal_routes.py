@@ -21,6 +21,7 @@ def _page() -> str:
 
 
 @portal_api.route("/portal", methods=["GET"])
+@endpoint(portal_api)
 def portal_page():
     return Response(body=_page(), status_code=200, headers={
         "Content-Type": "text/html; charset=utf-8",
@@ -41,6 +42,8 @@ def _code(code: str) -> str:
 def start_sign_in():
     from chalicelib.services import portal
 
+    if portal_api.current_request.raw_body:
+        refuse_unknown_fields(json_object(portal_api.current_request), set())
     return created(portal.start_sign_in(deps.get_identity_store(), deps.get_clock()))
 
 

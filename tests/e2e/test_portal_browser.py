@@ -78,6 +78,7 @@ def test_portal__sign_in_with_the_card_see_balances_allocate_reserve_stop_the_ca
             expect(page.locator("#balances tbody")).to_contain_text("10,000 pt")
             expect(page.locator("#reserve-summary")).to_have_text("留保ポイント: 500 pt")
             expect(page.locator("#history tbody")).to_contain_text("ポイント交換")
+            expect(page.locator("#history tbody")).to_contain_text("留保口座")
 
             links = page.locator("#links tbody")
             expect(links).to_contain_text("長浜城歴史博物館")

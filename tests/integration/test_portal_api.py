@@ -113,3 +113,8 @@ def test_portal_page__is_served_in_japanese_without_outside_resources(http):
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
     assert '<html lang="ja">' in page and "マイナンバーカードでサインイン" in page
     assert "http://" not in page and "https://" not in page
+
+
+def test_sign_in_request__unknown_fields_are_refused(http):
+    response = http.post("/v1/portal/sign-in-requests", {"mykey_id": "ABCD2345"})
+    assert response.status_code == 400 and _code(response) == "validation_failed"
