@@ -82,19 +82,28 @@ def _resident_sign_in(arguments) -> int:
     from terminal_client.terminal import resident_sign_in
 
     api = ApiClient(arguments.base_url, "", None)
+    resident_sign_in(api, _open_card(arguments.reader), _ask_pin, arguments.code.strip().upper())
+    print("カードで確認しました。ブラウザの画面に戻ってください。")
+    return 0
+
+
+def _with_clear_errors(action) -> int:
+    """Every failure the people at the counter can meet, said in Japanese, with an exit code per kind."""
     try:
-        resident_sign_in(api, _open_card(arguments.reader), _ask_pin, arguments.code.strip().upper())
+        return action()
     except CardReaderError as error:
         print(f"エラー: {error.message}", file=sys.stderr)
         return 4
     except ServerRefused as error:
         print(f"エラー: {error}", file=sys.stderr)
         return 1
+    except PaymentPending as pending:
+        print(f"サーバーから応答がありません。支払い {pending.transfer_id} は未確定として保存しました。"
+              "status で確定してください（二重に請求されることはありません）。", file=sys.stderr)
+        return 3
     except Unreachable:
         print("サーバーに接続できません。ネットワークを確認してください。", file=sys.stderr)
         return 3
-    print("カードで確認しました。ブラウザの画面に戻ってください。")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "keygen":
         return _keygen(arguments)
     if arguments.command == "resident-sign-in":
-        return _resident_sign_in(arguments)
+        return _with_clear_errors(lambda: _resident_sign_in(arguments))
     try:
         config_data = json.loads(Path(arguments.config).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -134,21 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     outbox_path = Path(arguments.outbox) if arguments.outbox else Path(arguments.config).with_suffix(".outbox.json")
     api = ApiClient(arguments.base_url, config.terminal_id, load_ed25519_private_key(config.private_key))
     terminal = Terminal(config, api, Outbox(outbox_path), _open_card(arguments.reader), _ask_pin)
-    try:
-        return _run(terminal, arguments)
-    except CardReaderError as error:
-        print(f"エラー: {error.message}", file=sys.stderr)
-        return 4
-    except ServerRefused as error:
-        print(f"エラー: {error}", file=sys.stderr)
-        return 1
-    except PaymentPending as pending:
-        print(f"サーバーから応答がありません。支払い {pending.transfer_id} は未確定として保存しました。"
-              "status で確定してください（二重に請求されることはありません）。", file=sys.stderr)
-        return 3
-    except Unreachable:
-        print("サーバーに接続できません。ネットワークを確認してください。", file=sys.stderr)
-        return 3
+    return _with_clear_errors(lambda: _run(terminal, arguments))
 
 
 def _run(terminal: Terminal, arguments) -> int:

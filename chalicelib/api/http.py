@@ -127,6 +127,13 @@ def base64_field(value: Any, field: str) -> bytes:
         raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field) from error
 
 
+def ed25519_public_key_field(value: Any, field: str = "public_key") -> str:
+    """A registered signer's key: base64 of the raw 32-byte Ed25519 public key."""
+    if not isinstance(value, str) or len(base64_field(value, field)) != 32:
+        raise errors.ValidationFailed(f"{field} は Ed25519 公開鍵（32バイト）の base64 です。", field=field)
+    return value
+
+
 def fingerprint(body: dict, *extra: str) -> str:
     """What makes two requests "the same body" for idempotency: the parsed body, key order aside."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -5,7 +5,7 @@ from chalice import Blueprint, Response
 
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
-from chalicelib.api.http import created, endpoint, json_object, refuse_unknown_fields, required
+from chalicelib.api.http import created, ed25519_public_key_field, endpoint, json_object, refuse_unknown_fields, required
 from chalicelib.api.staff_routes import platform_operator_session
 from chalicelib.domain import identifiers
 
@@ -15,9 +15,6 @@ partner_api = Blueprint(__name__)
 @partner_api.route("/v1/platform/partners/{partner_id}", methods=["PUT"])
 @endpoint(partner_api)
 def put_partner(partner_id):
-    import base64
-    import binascii
-
     from chalicelib.services import conversions
 
     session = platform_operator_session(partner_api.current_request)
@@ -27,11 +24,7 @@ def put_partner(partner_id):
     name, public_key, result_queue = required(body, "name"), required(body, "public_key"), required(body, "result_queue")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise errors.ValidationFailed("name を100文字以内で指定してください。", field="name")
-    try:
-        if len(base64.b64decode(public_key, validate=True)) != 32:
-            raise ValueError("not 32 bytes")
-    except (binascii.Error, ValueError, TypeError) as error:
-        raise errors.ValidationFailed("public_key は Ed25519 公開鍵（32バイト）の base64 です。", field="public_key") from error
+    ed25519_public_key_field(public_key)
     if not isinstance(result_queue, str) or not __import__("re").fullmatch(r"[A-Za-z0-9_-]{1,80}", result_queue):
         raise errors.ValidationFailed("result_queue は SQS のキュー名です（英数字・-・_、80文字以内）。", field="result_queue")
     agreement = required(body, "agreement")

@@ -13,7 +13,16 @@ from chalice import Blueprint, Rate
 
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
-from chalicelib.api.http import base64_field, created, endpoint, fingerprint, json_object, raw_body, refuse_unknown_fields, required
+from chalicelib.api.http import (
+    created,
+    ed25519_public_key_field,
+    endpoint,
+    fingerprint,
+    json_object,
+    raw_body,
+    refuse_unknown_fields,
+    required,
+)
 from chalicelib.api.staff_routes import current_staff_session, platform_operator_session
 from chalicelib.domain import identifiers
 from chalicelib.domain.accounts import CHECK_DIGIT_RULES
@@ -124,18 +133,10 @@ def reject_hold(hold_id):
 @transfer_out_api.route("/v1/platform/operators/{operator_id}", methods=["PUT"])
 @endpoint(transfer_out_api)
 def put_operator(operator_id):
-    import base64
-    import binascii
-
     session = platform_operator_session(transfer_out_api.current_request)
     body = json_object(transfer_out_api.current_request)
     refuse_unknown_fields(body, {"name", "public_key", "request_queue", "active"})
-    public_key = required(body, "public_key")
-    try:
-        if len(base64.b64decode(public_key, validate=True)) != 32:
-            raise ValueError("not 32 bytes")
-    except (binascii.Error, ValueError, TypeError) as error:
-        raise errors.ValidationFailed("public_key は Ed25519 公開鍵（32バイト）の base64 です。", field="public_key") from error
+    public_key = ed25519_public_key_field(required(body, "public_key"))
     name = required(body, "name")
     if not isinstance(name, str) or not name.strip():
         raise errors.ValidationFailed("name を指定してください。", field="name")
