@@ -127,6 +127,16 @@ def base64_field(value: Any, field: str) -> bytes:
         raise errors.ValidationFailed(f"{field} は base64 で指定してください。", field=field) from error
 
 
+def signed_card(body: dict) -> tuple[bytes, bytes]:
+    """`card: {certificate, signature}` of a challenge answer, as DER and signature bytes."""
+    card = required(body, "card")
+    if not isinstance(card, dict):
+        raise errors.ValidationFailed("card はオブジェクトで指定してください。", field="card")
+    refuse_unknown_fields(card, {"certificate", "signature"}, "card: ")
+    return (base64_field(required(card, "certificate"), "card.certificate"),
+            base64_field(required(card, "signature"), "card.signature"))
+
+
 def ed25519_public_key_field(value: Any, field: str = "public_key") -> str:
     """A registered signer's key: base64 of the raw 32-byte Ed25519 public key."""
     if not isinstance(value, str) or len(base64_field(value, field)) != 32:

@@ -7,7 +7,7 @@ from chalice import Blueprint, Response
 
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
-from chalicelib.api.http import base64_field, created, endpoint, json_object, refuse_unknown_fields, required
+from chalicelib.api.http import base64_field, created, endpoint, json_object, refuse_unknown_fields, required, signed_card
 from chalicelib.api.staff_routes import bearer_token, current_staff_session, platform_operator_session
 from chalicelib.domain import identifiers
 
@@ -19,18 +19,11 @@ FEED_MAX_BYTES = 5 * 1024 * 1024
 def _card_response(body: dict):
     from chalicelib.services.identity import CardResponse
 
-    card = required(body, "card")
-    if not isinstance(card, dict):
-        raise errors.ValidationFailed("card はオブジェクトで指定してください。", field="card")
-    refuse_unknown_fields(card, {"certificate", "signature"}, "card: ")
+    certificate, signature = signed_card(body)
     challenge_id = required(body, "challenge_id")
     if not identifiers.is_operation_id(challenge_id):
         raise errors.ChallengeInvalid()
-    return CardResponse(
-        challenge_id=challenge_id,
-        certificate_der=base64_field(required(card, "certificate"), "card.certificate"),
-        signature=base64_field(required(card, "signature"), "card.signature"),
-    )
+    return CardResponse(challenge_id=challenge_id, certificate_der=certificate, signature=signature)
 
 
 def _mykey_body(mykey) -> dict:

@@ -8,7 +8,7 @@ from chalice import Blueprint, Response
 
 from chalicelib import errors
 from chalicelib.api import dependencies as deps
-from chalicelib.api.http import base64_field, created, endpoint, json_object, refuse_unknown_fields, required
+from chalicelib.api.http import created, endpoint, json_object, refuse_unknown_fields, required, signed_card
 from chalicelib.api.staff_routes import bearer_token
 from chalicelib.domain import identifiers
 
@@ -62,13 +62,9 @@ def sign_in_card_response(code):
 
     body = json_object(portal_api.current_request)
     refuse_unknown_fields(body, {"card"})
-    card = required(body, "card")
-    if not isinstance(card, dict):
-        raise errors.ValidationFailed("card はオブジェクトです。", field="card")
-    refuse_unknown_fields(card, {"certificate", "signature"}, "card: ")
-    return portal.answer_with_card(deps.get_identity_store(), deps.get_card_authority(), _code(code),
-                                   base64_field(required(card, "certificate"), "card.certificate"),
-                                   base64_field(required(card, "signature"), "card.signature"), deps.get_clock())
+    certificate, signature = signed_card(body)
+    return portal.answer_with_card(deps.get_identity_store(), deps.get_card_authority(), _code(code), certificate,
+                                   signature, deps.get_clock())
 
 
 @portal_api.route("/v1/portal/sign-in-requests/{code}/session", methods=["POST"])

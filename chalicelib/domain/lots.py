@@ -48,6 +48,16 @@ def consume(lots: Lots, amount: int) -> tuple[Lots, Lots]:
     return {day: points for day, points in remaining.items() if points > 0}, taken
 
 
+def spend(lots: Lots, amount: int, today: dt.date) -> tuple[Lots, Lots]:
+    """Take `amount` from the lots still usable today, soonest expiry first.
+
+    Lots past their last day are not spendable but stay in the wallet until the expiry job posts them,
+    so they are kept in the result. Returns (all remaining lots, points taken per lot).
+    """
+    remaining_usable, taken = consume(usable(lots, today), amount)
+    return {**expired(lots, today), **remaining_usable}, taken
+
+
 def restore(lots: Lots, taken_by_payment: Lots, already_refunded: int, amount: int) -> tuple[Lots, Lots]:
     """Give back `amount` points of a payment whose earlier refunds came to `already_refunded`.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import datetime as dt
 import json
 import uuid
@@ -26,7 +25,7 @@ from typing import Callable
 from chalicelib import errors
 from chalicelib.domain import identifiers
 from chalicelib.domain import lots as lot_rules
-from chalicelib.domain.time import JST, japan_date, posted_at
+from chalicelib.domain.time import JST, japan_date, japan_month, posted_at
 from chalicelib.services import ports
 from chalicelib.services.retry import MAX_ATTEMPTS
 
@@ -423,12 +422,9 @@ def move_expired_reserves(ledger_store, identity_store, clock: Clock) -> list[po
 
 def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
     """Points converted per municipality in a month (Japan time) and the yen the partner owes (1 pt = 1 yen)."""
-    year, month_number = parse_month(month)
-    first = dt.datetime(year, month_number, 1, tzinfo=JST)
-    last_day = calendar.monthrange(year, month_number)[1]
-    end = first + dt.timedelta(days=last_day)
+    label, start, end = japan_month(month)
     lines: dict[str, dict] = {}
-    for posted in ledger_store.transfers_of_partner(partner_id, posted_at(first.timestamp()), posted_at(end.timestamp() - 0.001)):
+    for posted in ledger_store.transfers_of_partner(partner_id, start, end):
         line = lines.setdefault(posted["municipality_code"], {"municipality_code": posted["municipality_code"],
                                                               "conversions": 0, "partner_points": 0, "points": 0})
         line["conversions"] += 1
@@ -437,23 +433,11 @@ def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
     ordered = [dict(line, yen_owed=line["points"]) for _, line in sorted(lines.items())]
     return {
         "partner_id": partner_id,
-        "month": f"{year:04d}-{month_number:02d}",
+        "month": label,
         "lines": ordered,
         "total_points": sum(line["points"] for line in ordered),
         "total_yen_owed": sum(line["points"] for line in ordered),
     }
-
-
-def parse_month(month: str) -> tuple[int, int]:
-    """`YYYY-MM` with ASCII digits, a real month, a year the ledger can hold."""
-    import re
-
-    if not isinstance(month, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
-        raise errors.ValidationFailed("month は YYYY-MM です。", field="month")
-    year, month_number = int(month[:4]), int(month[5:])
-    if not (2000 <= year <= 2999 and 1 <= month_number <= 12):
-        raise errors.ValidationFailed("month は YYYY-MM です。", field="month")
-    return year, month_number
 
 
 def statement_csv(statement: dict) -> str:

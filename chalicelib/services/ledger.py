@@ -157,12 +157,7 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
     today = japan_date(now)
 
     def build(wallet: ports.Wallet):
-        # Points past their last day stay in the wallet until the expiry job posts them, but are not spendable.
-        spendable = lot_rules.usable(wallet.lots, today)
-        if lot_rules.total(spendable) < command.amount:
-            raise errors.InsufficientBalance()
-        remaining_spendable, taken = lot_rules.consume(spendable, command.amount)
-        remaining = {**lot_rules.expired(wallet.lots, today), **remaining_spendable}
+        remaining, taken = lot_rules.spend(wallet.lots, command.amount, today)
         transfer = ports.Transfer(
             transfer_id=command.transfer_id,
             kind=ports.PAYMENT,
@@ -173,7 +168,7 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
             mykey_id=card.mykey_id,
             posted_at=posted_at(now),
             request_fingerprint=command.request_fingerprint,
-            balance_after=lot_rules.total(remaining_spendable),
+            balance_after=lot_rules.total(lot_rules.usable(remaining, today)),
             lots=taken,
             merchant_id=merchant.merchant_id,
             terminal_id=command.terminal.terminal_id,

@@ -13,8 +13,6 @@ outcome.
 """
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -23,7 +21,7 @@ from chalicelib import errors
 from chalicelib.auth.cards import CardAuthority
 from chalicelib.domain import lots as lot_rules
 from chalicelib.domain.accounts import account_valid
-from chalicelib.domain.time import JST, japan_date, posted_at
+from chalicelib.domain.time import japan_date, japan_month, posted_at
 from chalicelib.services import ports
 from chalicelib.services.ledger import PresentedCard, _merchant_of, _refuse_unless_replay, _same_request_or_conflict, resolve_card
 from chalicelib.services.retry import MAX_ATTEMPTS
@@ -98,19 +96,17 @@ def request_transfer_out(command: TransferOutCommand, store, authority: CardAuth
     today = japan_date(now)
     for _ in range(MAX_ATTEMPTS):
         wallet = store.get_wallet(card.mykey_id, command.municipality_code)
-        spendable = lot_rules.usable(wallet.lots, today)
-        if lot_rules.total(spendable) < command.amount:
-            _refuse_unless_replay(store, command.transfer_id, ports.TRANSFER_OUT_HOLD, command.request_fingerprint,
-                                  errors.InsufficientBalance())
+        try:
+            remaining, taken = lot_rules.spend(wallet.lots, command.amount, today)
+        except errors.InsufficientBalance as refusal:
+            _refuse_unless_replay(store, command.transfer_id, ports.TRANSFER_OUT_HOLD, command.request_fingerprint, refusal)
             return store.get_hold(command.transfer_id), False
-        remaining_spendable, taken = lot_rules.consume(spendable, command.amount)
-        remaining = {**lot_rules.expired(wallet.lots, today), **remaining_spendable}
         transfer = ports.Transfer(
             transfer_id=command.transfer_id, kind=ports.TRANSFER_OUT_HOLD,
             debit_account=f"wallet:{card.mykey_id}:{command.municipality_code}",
             credit_account=pending_account(command.municipality_code), amount=command.amount,
             municipality_code=command.municipality_code, mykey_id=card.mykey_id, posted_at=posted_at(now),
-            request_fingerprint=command.request_fingerprint, balance_after=lot_rules.total(remaining_spendable), lots=taken,
+            request_fingerprint=command.request_fingerprint, balance_after=lot_rules.total(lot_rules.usable(remaining, today)), lots=taken,
             terminal_id=command.terminal.terminal_id, merchant_id=command.terminal.merchant_id,
         )
         hold = {
@@ -219,12 +215,7 @@ def void_expired_holds(store, clock: Clock) -> list[dict]:
 
 def operator_statement(store, operator_id: str, month: str) -> dict:
     """Points an operator received in a month (Japan time), per municipality and programme."""
-    from chalicelib.services.conversions import parse_month
-
-    year, month_number = parse_month(month)
-    first = dt.datetime(year, month_number, 1, tzinfo=JST)
-    start = posted_at(first.timestamp())
-    end = posted_at((first + dt.timedelta(days=calendar.monthrange(year, month_number)[1])).timestamp() - 0.001)
+    label, start, end = japan_month(month)
     lines: dict[tuple[str, str], dict] = {}
     for hold in store.holds_of_operator(operator_id):
         if hold["state"] != POSTED or not (start <= hold["finished_at"] <= end):
@@ -234,5 +225,5 @@ def operator_statement(store, operator_id: str, month: str) -> dict:
         line["transfers"] += 1
         line["points"] += hold["amount"]
     ordered = [lines[key] for key in sorted(lines)]
-    return {"operator_id": operator_id, "month": f"{year:04d}-{month_number:02d}", "lines": ordered,
+    return {"operator_id": operator_id, "month": label, "lines": ordered,
             "total_points": sum(line["points"] for line in ordered)}
