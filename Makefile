@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit bench install reset tables-template data-inventory trust-store clean
+.PHONY: run test unit bench install reset tables-template infrastructure-templates package data-inventory trust-store clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
@@ -40,6 +40,12 @@ reset: ## Delete the local cloud's data (DynamoDB tables, demo keys and card)
 
 tables-template: install ## Regenerate infrastructure/tables.json from the PynamoDB models
 	$(PY) -m chalicelib.storage.schema > infrastructure/tables.json
+
+infrastructure-templates: install ## Regenerate infrastructure/platform.json from the Chalice app, .chalice/config.json and the models
+	$(PY) -m tools.infrastructure
+
+package: install ## Build build/lambda.zip, the Lambda package platform.json deploys (needs PyPI and `make trust-store`)
+	PY=$(PY) ./scripts/package-lambda.sh
 
 data-inventory: install ## Regenerate docs/DATA.md from the models and their documented purposes
 	$(PY) -m chalicelib.storage.inventory > docs/DATA.md

@@ -1,13 +1,19 @@
 """Municipal Point Cloud on Chalice: this module only wires blueprints and middleware together."""
 from chalice import Chalice
 
+from chalicelib.api.administration_routes import administration_api
+from chalicelib.api.console_routes import console_api
 from chalicelib.api.conversion_handlers import conversion_handlers
+from chalicelib.api.grant_batch_handlers import grant_batch_handlers
+from chalicelib.api.grant_batch_routes import grant_batch_api
 from chalicelib.api.health import health_api
 from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
 from chalicelib.api.partner_routes import partner_api
 from chalicelib.api.portal_routes import portal_api
+from chalicelib.api.report_routes import report_api
 from chalicelib.api.staff_routes import staff_api
+from chalicelib.api.tenant_handlers import tenant_handlers
 from chalicelib.api.terminal_routes import terminal_api
 from chalicelib.api.transfer_out_routes import transfer_out_api
 from chalicelib.observability import http_middleware
@@ -22,4 +28,10 @@ app.register_blueprint(partner_api)
 app.register_blueprint(conversion_handlers)
 app.register_blueprint(transfer_out_api)
 app.register_blueprint(portal_api)
+app.register_blueprint(console_api)
+app.register_blueprint(administration_api)
+app.register_blueprint(report_api)
+app.register_blueprint(grant_batch_api)
+app.register_blueprint(grant_batch_handlers)
+app.register_blueprint(tenant_handlers)
 app.register_middleware(http_middleware, "http")

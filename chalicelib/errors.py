@@ -152,6 +152,93 @@ class BudgetExceeded(DomainError):
     message = "予算の残りを超えるため付与できません。"
 
 
+class CsvEncodingUnsupported(ValidationFailed):
+    code = "csv_encoding_unsupported"
+    message = "ファイルの文字コードを読み取れません。Excel で「CSV UTF-8」または「CSV（コンマ区切り）」で保存してください。"
+
+
+class CsvHeaderInvalid(ValidationFailed):
+    code = "csv_header_invalid"
+    message = "CSV の1行目（見出し）が正しくありません。"
+
+
+class CsvTooManyRows(ValidationFailed):
+    code = "csv_too_many_rows"
+    message = "1つのファイルは200,000行までです。ファイルを分けてください。"
+
+
+class ApprovalNotFound(DomainError):
+    code = "approval_not_found"
+    status = 404
+    message = "承認依頼が見つかりません。"
+
+
+class ApprovalAlreadyDecided(DomainError):
+    code = "approval_already_decided"
+    status = 409
+    message = "この依頼は既に承認または却下されています。"
+
+
+class SelfApprovalForbidden(DomainError):
+    code = "self_approval_forbidden"
+    status = 403
+    message = "自分が依頼した付与は承認できません。別の承認者に依頼してください。"
+
+
+class GrantBatchNotFound(DomainError):
+    code = "grant_batch_not_found"
+    status = 404
+    message = "取り込みが見つかりません。"
+
+
+class MerchantNotFound(DomainError):
+    code = "merchant_not_found"
+    status = 404
+    message = "この自治体の加盟店に見つかりません。"
+
+
+class MerchantIdTaken(DomainError):
+    code = "merchant_id_taken"
+    status = 409
+    message = "この加盟店IDは既に使われています。"
+
+
+class MerchantDisabled(DomainError):
+    code = "merchant_disabled"
+    status = 409
+    message = "この加盟店は停止されています。"
+
+
+class TerminalNotFound(DomainError):
+    code = "terminal_not_found"
+    status = 404
+    message = "この自治体の端末に見つかりません。"
+
+
+class TerminalIdTaken(DomainError):
+    code = "terminal_id_taken"
+    status = 409
+    message = "この端末IDは既に使われています。"
+
+
+class StaffNotFound(DomainError):
+    code = "staff_not_found"
+    status = 404
+    message = "この自治体の職員に見つかりません。"
+
+
+class StaffIdTaken(DomainError):
+    code = "staff_id_taken"
+    status = 409
+    message = "この職員IDは既に使われています。"
+
+
+class BudgetReductionTooLarge(DomainError):
+    code = "budget_reduction_too_large"
+    status = 409
+    message = "予算の減額分が未使用の予算を超えています。"
+
+
 class ConcurrentUpdate(DomainError):
     """Raised only when a wallet stays contended after every retry; the client may safely retry."""
 
@@ -283,3 +370,14 @@ class HoldAlreadyPosted(DomainError):
     code = "hold_already_posted"
     status = 409
     message = "この移行申請は確定済みです。"
+
+
+def message_for_code(code: str) -> str:
+    """The standard message of an error code, for reports that list refusals recorded earlier."""
+    pending = list(DomainError.__subclasses__())
+    while pending:
+        error_class = pending.pop()
+        if error_class.code == code:
+            return error_class.message
+        pending.extend(error_class.__subclasses__())
+    return code

@@ -167,9 +167,13 @@ def http(dynamo_world, dynamo_staff_store):
     from chalicelib.config import Settings
 
     dynamo_world.now = time.time()
+    from chalicelib.storage.grants import DynamoGrantStore
     from chalicelib.storage.identity import DynamoIdentityStore
+    from tests.fakes import FakeGrantBatchQueue
 
     dependencies.override(
+        grant_batch_store=DynamoGrantStore(REGION),
+        grant_batch_queue=FakeGrantBatchQueue(),
         ledger_store=dynamo_world.store,
         staff_store=dynamo_staff_store,
         identity_store=DynamoIdentityStore(REGION),

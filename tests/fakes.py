@@ -155,6 +155,45 @@ class FakeLedgerStore:
     def put_terminal(self, terminal):
         self.terminals[terminal.terminal_id] = terminal
 
+    def create_merchant(self, merchant, registered_at):
+        with self._lock:
+            if merchant.merchant_id in self.merchants:
+                return False
+            self.merchants[merchant.merchant_id] = merchant
+            return True
+
+    def set_merchant_active(self, merchant_id, active):
+        self.merchants[merchant_id] = dataclasses.replace(self.merchants[merchant_id], active=active)
+
+    def merchants_of_municipality(self, municipality_code):
+        return sorted((m for m in self.merchants.values() if m.municipality_code == municipality_code),
+                      key=lambda m: m.merchant_id)
+
+    def create_terminal(self, terminal, registered_at):
+        with self._lock:
+            if terminal.terminal_id in self.terminals:
+                return False
+            self.terminals[terminal.terminal_id] = terminal
+            return True
+
+    def set_terminal_active(self, terminal_id, active):
+        self.terminals[terminal_id] = dataclasses.replace(self.terminals[terminal_id], active=active)
+
+    def terminals_of_merchant(self, merchant_id):
+        return sorted((t for t in self.terminals.values() if t.merchant_id == merchant_id), key=lambda t: t.terminal_id)
+
+    def update_municipality(self, municipality, expected_budget_total, budget):
+        with self._lock:
+            current = self.municipalities.get(municipality.code)
+            if current is None or current.budget_total != expected_budget_total:
+                raise ports.WriteContention("programme changed meanwhile")
+            if budget is not None:
+                value = self.counters.get(budget.counter_id, 0)
+                if value < budget.bound:
+                    raise ports.CounterConditionFailed(budget.counter_id, value)
+                self.counters[budget.counter_id] = value + budget.delta
+            self.municipalities[municipality.code] = municipality
+
     def put_card(self, card):
         self.cards[card.certificate_key] = card
 
@@ -176,6 +215,22 @@ class FakeStaffStore:
     def put_staff(self, account):
         self.accounts[account.staff_id] = account
 
+    def create_staff(self, account, created_at):
+        if account.staff_id in self.accounts:
+            return False
+        self.accounts[account.staff_id] = account
+        return True
+
+    def set_staff_active(self, staff_id, active):
+        self.accounts[staff_id] = dataclasses.replace(self.accounts[staff_id], active=active)
+
+    def set_password(self, staff_id, password_hash):
+        self.accounts[staff_id] = dataclasses.replace(self.accounts[staff_id], password_hash=password_hash)
+
+    def staff_of_municipality(self, municipality_code):
+        return [{"staff_id": a.staff_id, "role": a.role, "active": a.active, "created_at": None}
+                for a in sorted(self.accounts.values(), key=lambda a: a.staff_id) if a.municipality_code == municipality_code]
+
     def put_session(self, session):
         self.sessions[session.session_key] = session
 
@@ -187,3 +242,84 @@ class FakeStaffStore:
 
     def delete_session(self, session_key):
         self.sessions.pop(session_key, None)
+
+
+class FakeGrantStore:
+    """Approvals and uploads in memory, with the same first-writer-wins rules as `DynamoGrantStore`."""
+
+    def __init__(self):
+        self.approvals: dict[tuple[str, str], dict] = {}
+        self.batches: dict[tuple[str, str], dict] = {}
+        self.chunks: dict[tuple[str, int], dict] = {}
+
+    def create_approval(self, approval):
+        key = (approval["municipality_code"], approval["approval_id"])
+        self.approvals.setdefault(key, {"decided_by": None, "decided_at": None, "decision_note": None, **approval})
+        return dict(self.approvals[key])
+
+    def get_approval(self, municipality_code, approval_id):
+        found = self.approvals.get((municipality_code, approval_id))
+        return dict(found) if found else None
+
+    def approvals_of_municipality(self, municipality_code, state=None):
+        return [dict(a) for (code, _), a in self.approvals.items() if code == municipality_code and state in (None, a["state"])]
+
+    def decide_approval(self, municipality_code, approval_id, state, decided_by, decided_at, note):
+        approval = self.approvals[(municipality_code, approval_id)]
+        if approval["state"] != "pending":
+            return False
+        approval.update(state=state, decided_by=decided_by, decided_at=decided_at, decision_note=note)
+        return True
+
+    def create_batch(self, batch, chunks):
+        key = (batch["municipality_code"], batch["batch_id"])
+        if key in self.batches:
+            return dict(self.batches[key]), False
+        for number, rows in enumerate(chunks):
+            self.chunks[(batch["batch_id"], number)] = {"chunk_number": number, "rows": rows, "state": "pending", "results": None}
+        self.batches[key] = dict(batch)
+        return dict(batch), True
+
+    def get_batch(self, municipality_code, batch_id):
+        found = self.batches.get((municipality_code, batch_id))
+        return dict(found) if found else None
+
+    def batches_of_municipality(self, municipality_code, limit=50):
+        return [dict(b) for (code, _), b in self.batches.items() if code == municipality_code][:limit]
+
+    def set_batch_status(self, municipality_code, batch_id, status, expected_status, **fields):
+        batch = self.batches[(municipality_code, batch_id)]
+        if batch["status"] != expected_status:
+            return False
+        batch.update(status=status, **fields)
+        return True
+
+    def get_chunk(self, batch_id, chunk_number):
+        found = self.chunks.get((batch_id, chunk_number))
+        return dict(found) if found else None
+
+    def chunks_of_batch(self, batch_id):
+        return [dict(c) for (b, _), c in sorted(self.chunks.items()) if b == batch_id]
+
+    def pending_chunk_numbers(self, batch_id):
+        return [n for (b, n), c in sorted(self.chunks.items()) if b == batch_id and c["state"] == "pending"]
+
+    def finish_chunk(self, municipality_code, batch_id, chunk_number, results, posted, already_posted, failed, posted_amount):
+        chunk = self.chunks[(batch_id, chunk_number)]
+        if chunk["state"] != "pending":
+            return False
+        chunk.update(state="done", results=results)
+        batch = self.batches[(municipality_code, batch_id)]
+        batch["posted_rows"] += posted
+        batch["already_posted_rows"] += already_posted
+        batch["failed_rows"] += failed
+        batch["posted_amount"] += posted_amount
+        return True
+
+
+class FakeGrantBatchQueue:
+    def __init__(self):
+        self.messages: list[tuple[str, str, int]] = []
+
+    def send_chunks(self, municipality_code, batch_id, chunk_numbers):
+        self.messages.extend((municipality_code, batch_id, number) for number in chunk_numbers)

@@ -14,9 +14,9 @@ from pathlib import Path
 from chalicelib.auth.cards import CardAuthority
 from chalicelib.domain import identifiers
 from chalicelib.services import conversions, ledger, onboarding, ports
-from chalicelib.services.staff import APPROVER, StaffAccount, hash_password
 from terminal_client.signing import new_terminal_key
 from tools.devpki import DevCard, DevCertificateAuthority
+from tools.onboard import REPOSITORY_ROOT, onboard
 
 MUNICIPALITY_CODE = "252034"
 SHOP_ID, MUSEUM_ID = "demo-kurokabe-shop", "demo-castle-museum"
@@ -27,6 +27,7 @@ DEMO_CARD_PIN = "1234"
 PIN_FREE_LIMIT = 3000
 DEMO_PARTNER_ID = "demo-airline"
 DEMO_PARTNER_RESULT_QUEUE = "demo-airline-results"
+DEMO_PARAMETERS = REPOSITORY_ROOT / "infrastructure" / "examples" / "nagahama.parameters.json"
 
 
 def _read_or_create(path: Path, create) -> dict:
@@ -51,19 +52,14 @@ def ensure_secrets(demo_dir: Path) -> tuple[Path, bytes]:
     return trust_path, secret["card_hash_secret"].encode()
 
 
-def seed(store, staff_store, demo_dir: Path, hash_secret: bytes, trust_path: Path) -> dict:
+def seed(store, staff_store, audit, demo_dir: Path, hash_secret: bytes, trust_path: Path) -> dict:
     authority = CardAuthority(trust_path.read_bytes(), hash_secret)
     ca = DevCertificateAuthority.from_pem((demo_dir / "dev-ca.key-and-cert.pem").read_bytes())
 
+    # The demo municipality is onboarded exactly as a municipality's stack onboards it in AWS.
+    staff = _read_or_create(demo_dir / "staff.json", lambda: {"staff_id": STAFF_ID, "password": secrets.token_urlsafe(12)})
     if store.get_municipality(MUNICIPALITY_CODE) is None:
-        onboarding.register_municipality(
-            store,
-            ports.Municipality(
-                code=MUNICIPALITY_CODE, name="長浜市", point_name="ながはまポイント",
-                expiry_rule={"kind": "fiscal_year_end"}, pin_free_limit=PIN_FREE_LIMIT, max_amount=50_000,
-                budget_total=10_000_000, budget_shards=8,
-            ),
-        )
+        onboard(DEMO_PARAMETERS, staff["password"], store, staff_store, audit)
     accepted = frozenset({MUNICIPALITY_CODE})
     onboarding.register_merchant(store, ports.Merchant(SHOP_ID, "黒壁スクエア商店", "shop", MUNICIPALITY_CODE, accepted))
     onboarding.register_merchant(store, ports.Merchant(MUSEUM_ID, "長浜城歴史博物館", "public_facility", MUNICIPALITY_CODE, accepted))
@@ -92,10 +88,6 @@ def seed(store, staff_store, demo_dir: Path, hash_secret: bytes, trust_path: Pat
     if store.get_card(verified.certificate_key) is None:
         onboarding.register_card(store, verified.certificate_key, card_data["mykey_id"], MUNICIPALITY_CODE,
                                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-    staff = _read_or_create(demo_dir / "staff.json", lambda: {"staff_id": STAFF_ID, "password": secrets.token_urlsafe(12)})
-    if staff_store.get_staff(STAFF_ID) is None:
-        staff_store.put_staff(StaffAccount(STAFF_ID, MUNICIPALITY_CODE, APPROVER, hash_password(staff["password"])))
 
     partner = _read_or_create(demo_dir / "partner-demo-airline.json", lambda: dict(
         zip(("private_key", "public_key"), new_terminal_key()), partner_id=DEMO_PARTNER_ID, result_queue=DEMO_PARTNER_RESULT_QUEUE))

@@ -55,6 +55,41 @@ def get_identity_store():
     return _get("identity_store", build)
 
 
+def get_grant_batch_store():
+    def build():
+        from chalicelib.storage.grants import DynamoGrantStore
+
+        get_ledger_store()  # binds the models to this stage's tables
+        return DynamoGrantStore(get_settings().region)
+
+    return _get("grant_batch_store", build)
+
+
+class SqsGrantBatchQueue:
+    """Sends one message per chunk of an upload to the grant-batch queue, ten per SQS call."""
+
+    def send_chunks(self, municipality_code: str, batch_id: str, chunk_numbers: list[int]) -> None:
+        import json
+
+        from chalicelib.api.grant_batch_handlers import GRANT_BATCH_QUEUE
+
+        url = queue_url(GRANT_BATCH_QUEUE)
+        for start in range(0, len(chunk_numbers), 10):
+            entries = [
+                {"Id": str(number), "MessageBody": json.dumps(
+                    {"municipality_code": municipality_code, "batch_id": batch_id, "chunk_number": number})}
+                for number in chunk_numbers[start:start + 10]
+            ]
+            response = get_sqs_client().send_message_batch(QueueUrl=url, Entries=entries)
+            if response.get("Failed"):
+                # Whatever was not sent is sent again by the next approval or upload retry; say so loudly.
+                raise RuntimeError(f"grant batch chunks not queued: {[entry['Id'] for entry in response['Failed']]}")
+
+
+def get_grant_batch_queue():
+    return _get("grant_batch_queue", SqsGrantBatchQueue)
+
+
 def get_sqs_client():
     def build():
         import boto3

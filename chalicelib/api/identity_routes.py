@@ -191,16 +191,6 @@ def staff_reinstate(mykey_id):
                               _staff_actor(session), deps.get_clock())
 
 
-@identity_api.route("/v1/municipalities/{code}/audit-events", methods=["GET"])
-@endpoint(identity_api)
-def municipality_audit_events(code):
-    from chalicelib.services import staff
-
-    session = current_staff_session(identity_api.current_request)
-    staff.authorize(session, identifiers.municipality_code(code), staff.VIEWER)
-    return {"events": deps.get_identity_store().audit_events(code)}
-
-
 # -- platform operator: J-LIS feeds ---------------------------------------------------------------------
 
 

@@ -48,14 +48,30 @@ def platform_operator_session(request):
     return session
 
 
-def _staff_session(municipality_code: str, minimum_role: str):
+def staff_session(blueprint, municipality_code: str, minimum_role: str):
+    """The caller's session, checked against the municipality in the path and the role the action needs.
+
+    Who is asking comes first: without a valid session nothing, not even the path, is looked at. A
+    session of another municipality, or with too small a role, is refused before anything of the
+    municipality is read, and the refusal does not even count as the session's activity.
+    """
     from chalicelib.services import staff
 
-    # Who is asking comes first: without a valid session nothing, not even the path, is looked at.
-    session = current_staff_session()
-    code = identifiers.municipality_code(municipality_code)
+    request = blueprint.current_request
+    session = staff.authenticate(deps.get_staff_store(), bearer_token(request),
+                                 deps.get_settings().staff_session_idle_seconds, deps.get_clock(), touch=False)
+    request.context["staff_id"] = session.staff_id
+    try:
+        code = identifiers.municipality_code(municipality_code)
+    except errors.DomainError as refusal:
+        raise errors.StaffForbidden() from refusal
     staff.authorize(session, code, minimum_role)
+    staff.touch_session(deps.get_staff_store(), session, deps.get_clock())
     return code, session
+
+
+def _staff_session(municipality_code: str, minimum_role: str):
+    return staff_session(staff_api, municipality_code, minimum_role)
 
 
 @staff_api.route("/v1/staff/sessions", methods=["POST"])
@@ -87,6 +103,39 @@ def sign_in():
             "expires_at": session.expires_at,
         }
     )
+
+
+@staff_api.route("/v1/staff/sessions/current", methods=["GET"])
+@endpoint(staff_api)
+def who_am_i():
+    """The console's first call: who is signed in, for which municipality, with which role."""
+    session = current_staff_session()
+    municipality = None
+    if session.municipality_code != "platform":
+        found = deps.get_ledger_store().get_municipality(session.municipality_code)
+        municipality = {"code": found.code, "name": found.name, "point_name": found.point_name} if found else None
+    return {
+        "staff_id": session.staff_id, "municipality_code": session.municipality_code, "role": session.role,
+        "counter_terminal_id": session.counter_terminal_id, "municipality": municipality,
+        "idle_timeout_seconds": deps.get_settings().staff_session_idle_seconds,
+    }
+
+
+@staff_api.route("/v1/staff/password", methods=["POST"])
+@endpoint(staff_api)
+def change_password():
+    from chalicelib.services import staff
+
+    session = current_staff_session()
+    body = json_object(staff_api.current_request)
+    refuse_unknown_fields(body, {"current_password", "new_password"})
+    current, new = required(body, "current_password"), required(body, "new_password")
+    if not isinstance(current, str) or not isinstance(new, str):
+        raise errors.ValidationFailed("パスワードは文字列で指定してください。", field="new_password")
+    staff.change_password(deps.get_staff_store(), session, current, new)
+    deps.get_identity_store().audit(session.municipality_code, "staff_password_changed", f"staff:{session.staff_id}",
+                                    counter_terminal_id=session.counter_terminal_id)
+    return Response(body="", status_code=204)
 
 
 @staff_api.route("/v1/staff/sessions/current", methods=["DELETE"])
@@ -127,25 +176,107 @@ def create_grant(code):
         staff_id=session.staff_id,
         request_fingerprint=fingerprint({**body, "mykey_id": identifiers.mykey_id(body["mykey_id"])}, municipality_code),
     )
-    transfer = ledger.grant(command, deps.get_ledger_store(), deps.get_clock())
+    from chalicelib.services import grant_requests
+
+    outcome = grant_requests.request_grant(command, deps.get_ledger_store(), deps.get_grant_batch_store(), deps.get_clock())
+    if outcome.transfer is None:
+        # Above the programme's threshold: parked until a second staff member approves it.
+        deps.get_identity_store().audit(
+            municipality_code, "grant_requested", f"staff:{session.staff_id}", command.mykey_id,
+            session.counter_terminal_id, {"grant_id": command.grant_id, "amount": command.amount},
+        )
+        return Response(body=approval_view(outcome.approval), status_code=202, headers={"Content-Type": "application/json"})
+    transfer = outcome.transfer
     count("GrantsPosted")
     # Written after the grant: a retry with the same grant_id replays the grant and audits the retry too.
     deps.get_identity_store().audit(
         municipality_code, "grant", f"staff:{session.staff_id}", transfer.mykey_id, session.counter_terminal_id,
         {"grant_id": transfer.transfer_id, "amount": transfer.amount},
     )
-    return created(
-        {
-            "grant_id": transfer.transfer_id,
-            "status": "posted",
-            "mykey_id": transfer.mykey_id,
-            "municipality_code": transfer.municipality_code,
-            "amount": transfer.amount,
-            "expires_on": next(iter(transfer.lots)),
-            "balance_after": transfer.balance_after,
-            "posted_at": transfer.posted_at,
-        }
+    return created(grant_view(transfer))
+
+
+def grant_view(transfer) -> dict:
+    return {
+        "grant_id": transfer.transfer_id,
+        "status": "posted",
+        "mykey_id": transfer.mykey_id,
+        "municipality_code": transfer.municipality_code,
+        "amount": transfer.amount,
+        "expires_on": next(iter(transfer.lots)),
+        "balance_after": transfer.balance_after,
+        "posted_at": transfer.posted_at,
+    }
+
+
+def approval_view(approval: dict) -> dict:
+    view = {key: approval.get(key) for key in (
+        "approval_id", "kind", "state", "amount", "request", "requested_by", "requested_at", "decided_by",
+        "decided_at", "decision_note")}
+    view["status"] = "awaiting_approval" if approval["state"] == "pending" else approval["state"]
+    if approval["kind"] == "grant":
+        view["grant_id"] = approval["approval_id"]
+    return view
+
+
+@staff_api.route("/v1/municipalities/{code}/approvals", methods=["GET"])
+@endpoint(staff_api)
+def list_approvals(code):
+    from chalicelib.services import staff
+
+    municipality_code, _ = _staff_session(code, staff.VIEWER)
+    state = (staff_api.current_request.query_params or {}).get("state")
+    if state not in (None, "pending", "approved", "rejected"):
+        raise errors.ValidationFailed("state は pending, approved, rejected のいずれかです。", field="state")
+    approvals = deps.get_grant_batch_store().approvals_of_municipality(municipality_code, state)
+    return {"municipality_code": municipality_code, "approvals": [approval_view(a) for a in approvals]}
+
+
+@staff_api.route("/v1/municipalities/{code}/approvals/{approval_id}/approve", methods=["POST"])
+@endpoint(staff_api)
+def approve(code, approval_id):
+    from chalicelib.api.grant_batch_routes import batch_view
+    from chalicelib.services import grant_requests, staff
+
+    municipality_code, session = _staff_session(code, staff.APPROVER)
+    approval_id = identifiers.operation_id(approval_id, "approval_id")
+    outcome = grant_requests.approve(deps.get_ledger_store(), deps.get_grant_batch_store(), deps.get_grant_batch_queue(),
+                                     municipality_code, approval_id, session.staff_id, deps.get_clock())
+    approval = outcome["approval"]
+    deps.get_identity_store().audit(
+        municipality_code, "approval_granted", f"staff:{session.staff_id}", approval["request"].get("mykey_id"),
+        session.counter_terminal_id,
+        {"approval_id": approval_id, "kind": approval["kind"], "amount": approval["amount"],
+         "requested_by": approval["requested_by"]},
     )
+    result = {"approval": approval_view(approval)}
+    if "grant" in outcome:
+        result["grant"] = grant_view(outcome["grant"])
+    else:
+        result["batch"] = batch_view(outcome["batch"])
+    return result
+
+
+@staff_api.route("/v1/municipalities/{code}/approvals/{approval_id}/reject", methods=["POST"])
+@endpoint(staff_api)
+def reject(code, approval_id):
+    from chalicelib.services import grant_requests, staff
+
+    municipality_code, session = _staff_session(code, staff.APPROVER)
+    approval_id = identifiers.operation_id(approval_id, "approval_id")
+    body = json_object(staff_api.current_request)
+    refuse_unknown_fields(body, {"note"})
+    note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > 200:
+        raise errors.ValidationFailed("note（却下の理由）は200文字以内です。", field="note")
+    identifiers.refuse_individual_number(note, "note")
+    approval = grant_requests.reject(deps.get_grant_batch_store(), municipality_code, approval_id, session.staff_id,
+                                     note.strip(), deps.get_clock())
+    deps.get_identity_store().audit(
+        municipality_code, "approval_rejected", f"staff:{session.staff_id}", approval["request"].get("mykey_id"),
+        session.counter_terminal_id, {"approval_id": approval_id, "kind": approval["kind"], "amount": approval["amount"]},
+    )
+    return {"approval": approval_view(approval)}
 
 
 @staff_api.route("/v1/municipalities/{code}/reports/summary", methods=["GET"])

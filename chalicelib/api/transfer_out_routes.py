@@ -23,7 +23,7 @@ from chalicelib.api.http import (
     refuse_unknown_fields,
     required,
 )
-from chalicelib.api.staff_routes import current_staff_session, platform_operator_session
+from chalicelib.api.staff_routes import platform_operator_session, staff_session
 from chalicelib.domain import identifiers
 from chalicelib.domain.accounts import CHECK_DIGIT_RULES
 
@@ -156,9 +156,7 @@ def put_programme(code, programme_id):
 
     from chalicelib.services import staff
 
-    session = current_staff_session(transfer_out_api.current_request)
-    municipality_code = identifiers.municipality_code(code)
-    staff.authorize(session, municipality_code, staff.APPROVER)
+    municipality_code, session = staff_session(transfer_out_api, code, staff.APPROVER)
     body = json_object(transfer_out_api.current_request)
     refuse_unknown_fields(body, {"operator_id", "name", "account_pattern", "check_digit", "hold_seconds", "active"})
     pattern, rule = required(body, "account_pattern"), required(body, "check_digit")

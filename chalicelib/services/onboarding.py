@@ -42,3 +42,39 @@ def register_card(store, certificate_key: str, mykey_id: str, home_municipality_
     mykey_id = identifiers.mykey_id(mykey_id)
     store.put_mykey(ports.Mykey(mykey_id, "active", identifiers.municipality_code(home_municipality_code), registered_at))
     store.put_card(ports.Card(certificate_key, mykey_id, ports.CARD_ACTIVE, registered_at))
+
+
+# -- tenants ------------------------------------------------------------------------------------------
+
+
+def onboard_municipality(store, staff_store, audit, code: str, name: str, settings: dict,
+                         first_staff_id: str, first_staff_password: str) -> dict:
+    """Register a municipality as a tenant, or bring an existing one's programme to `settings`.
+
+    What the onboarding stack's custom resource and the local `python -m tools.onboard` both call. A
+    first run creates the programme, its budget and the first staff member (an approver). Later runs
+    change only the programme: an existing staff account keeps its password, so re-deploying the stack
+    never resets what staff have since done.
+    """
+    from chalicelib import errors
+    from chalicelib.services import programme
+    from chalicelib.services.staff import APPROVER, MIN_PASSWORD_LENGTH, StaffAccount, hash_password
+
+    municipality = programme.new_municipality(code, name, settings)
+    staff_id = identifiers.plain_identifier(first_staff_id, "first_staff_id")
+    existing_staff = staff_store.get_staff(staff_id)
+    if existing_staff is not None and existing_staff.municipality_code != municipality.code:
+        raise errors.StaffIdTaken()
+    if existing_staff is None and (not isinstance(first_staff_password, str) or len(first_staff_password) < MIN_PASSWORD_LENGTH):
+        raise errors.ValidationFailed(f"最初の職員のパスワードは{MIN_PASSWORD_LENGTH}文字以上にしてください。",
+                                      field="first_staff_password")
+    if store.get_municipality(municipality.code) is None:
+        register_municipality(store, municipality)
+        action = "tenant_registered"
+    else:
+        programme.change_settings(store, municipality.code, {name: getattr(municipality, name) for name in programme.SETTINGS_FIELDS})
+        action = "tenant_updated"
+    if existing_staff is None:
+        staff_store.put_staff(StaffAccount(staff_id, municipality.code, APPROVER, hash_password(first_staff_password)))
+    audit(municipality.code, action, "system:onboarding", details={"first_staff_id": staff_id, **programme.settings_of(municipality)})
+    return programme.settings_of(municipality)

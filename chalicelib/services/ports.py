@@ -35,6 +35,8 @@ class Municipality:
     max_amount: int
     budget_total: int
     budget_shards: int
+    # A grant above this many points waits for a second staff member's approval (two-person rule).
+    approval_threshold: int = 100_000
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,13 @@ def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[],
     return token, session
 
 
-def authenticate(store: StaffStore, token: str | None, idle_seconds: int, clock: Callable[[], float]) -> StaffSession:
+def authenticate(store: StaffStore, token: str | None, idle_seconds: int, clock: Callable[[], float],
+                 touch: bool = True) -> StaffSession:
+    """The session behind `token`, if it is live and its account still enabled.
+
+    With `touch=False` the caller records the activity itself (`touch_session`) once the request is
+    allowed: a refused request is not activity and writes nothing.
+    """
     if not token:
         raise errors.StaffAuthenticationFailed()
     now = int(clock())
@@ -109,8 +115,18 @@ def authenticate(store: StaffStore, token: str | None, idle_seconds: int, clock:
     if now - session.last_seen_at > idle_seconds or now >= session.expires_at:
         store.delete_session(session.session_key)
         raise errors.StaffAuthenticationFailed("一定時間操作がなかったためサインアウトしました。もう一度サインインしてください。")
-    store.touch_session(session.session_key, now)
+    account = store.get_staff(session.staff_id)
+    # A disabled account's open sessions end at once, not when they would have timed out.
+    if account is None or not account.active:
+        store.delete_session(session.session_key)
+        raise errors.StaffAuthenticationFailed()
+    if touch:
+        store.touch_session(session.session_key, now)
     return session
+
+
+def touch_session(store: StaffStore, session: StaffSession, clock: Callable[[], float]) -> None:
+    store.touch_session(session.session_key, int(clock()))
 
 
 def authorize(session: StaffSession, municipality_code: str, minimum_role: str) -> None:
@@ -132,6 +148,20 @@ def authorize_for_resident(session: StaffSession, home_municipality_code: str, p
         authorize_platform(session, platform_roles)
     else:
         authorize(session, home_municipality_code, OPERATOR)
+
+
+MIN_PASSWORD_LENGTH = 12
+
+
+def change_password(store: StaffStore, session: StaffSession, current_password: str, new_password: str) -> None:
+    """A staff member replaces their password (the first one was handed over by someone else)."""
+    account = store.get_staff(session.staff_id)
+    if account is None or not password_matches(current_password, account.password_hash):
+        raise errors.StaffAuthenticationFailed("現在のパスワードが正しくありません。")
+    if len(new_password) < MIN_PASSWORD_LENGTH or new_password == current_password:
+        raise errors.ValidationFailed(f"新しいパスワードは現在と異なる{MIN_PASSWORD_LENGTH}文字以上にしてください。",
+                                      field="new_password")
+    store.set_password(account.staff_id, hash_password(new_password))
 
 
 def sign_out(store: StaffStore, token: str) -> None:

@@ -74,6 +74,7 @@ def _municipality_from_model(item: MunicipalityModel) -> ports.Municipality:
         max_amount=int(item.max_amount),
         budget_total=int(item.budget_total),
         budget_shards=int(item.budget_shards),
+        **({"approval_threshold": int(item.approval_threshold)} if item.approval_threshold is not None else {}),
     )
 
 
@@ -400,7 +401,31 @@ class DynamoLedgerStore:
             max_amount=municipality.max_amount,
             budget_total=municipality.budget_total,
             budget_shards=municipality.budget_shards,
+            approval_threshold=municipality.approval_threshold,
         ).save()
+
+    def update_municipality(self, municipality: ports.Municipality, expected_budget_total: int,
+                            budget: ports.CounterWrite | None) -> None:
+        """New programme settings and, in the same transaction, the budget counter's share of a new total."""
+        roles = [("municipality", None)] + ([("counter", budget.counter_id)] if budget else [])
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.update(
+                    MunicipalityModel(municipality.code),
+                    actions=[
+                        MunicipalityModel.point_name.set(municipality.point_name),
+                        MunicipalityModel.expiry_rule.set(municipality.expiry_rule),
+                        MunicipalityModel.pin_free_limit.set(municipality.pin_free_limit),
+                        MunicipalityModel.max_amount.set(municipality.max_amount),
+                        MunicipalityModel.approval_threshold.set(municipality.approval_threshold),
+                        MunicipalityModel.budget_total.set(municipality.budget_total),
+                    ],
+                    condition=MunicipalityModel.budget_total == expected_budget_total,
+                )
+                if budget:
+                    self._add_counter_update(transaction, budget)
+        except TransactWriteError as error:
+            self._raise_outcome(error, roles)
 
     def put_counter(self, counter_id: str, value: int) -> None:
         CounterModel(counter_id, value=value).save()
@@ -414,6 +439,49 @@ class DynamoLedgerStore:
             accepted_municipalities=set(merchant.accepted_municipalities),
             active=merchant.active,
         ).save()
+
+    def create_merchant(self, merchant: ports.Merchant, registered_at: str) -> bool:
+        """Register a merchant unless its id is taken; False when it is."""
+        try:
+            MerchantModel(
+                merchant.merchant_id, name=merchant.name, kind=merchant.kind, municipality_code=merchant.municipality_code,
+                accepted_municipalities=set(merchant.accepted_municipalities), active=merchant.active,
+                registered_at=registered_at,
+            ).save(condition=MerchantModel.merchant_id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_merchant_active(self, merchant_id: str, active: bool) -> None:
+        MerchantModel(merchant_id).update(actions=[MerchantModel.active.set(active)],
+                                          condition=MerchantModel.merchant_id.exists())
+
+    def merchants_of_municipality(self, municipality_code: str) -> list[ports.Merchant]:
+        return [self._merchant(item) for item in MerchantModel.by_municipality.query(municipality_code)]
+
+    def create_terminal(self, terminal: ports.Terminal, registered_at: str) -> bool:
+        try:
+            TerminalModel(
+                terminal.terminal_id, merchant_id=terminal.merchant_id, public_key=terminal.public_key,
+                active=terminal.active, label=terminal.label, registered_at=registered_at,
+            ).save(condition=TerminalModel.terminal_id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_terminal_active(self, terminal_id: str, active: bool) -> None:
+        TerminalModel(terminal_id).update(actions=[TerminalModel.active.set(active)],
+                                          condition=TerminalModel.terminal_id.exists())
+
+    def terminals_of_merchant(self, merchant_id: str) -> list[ports.Terminal]:
+        return [
+            ports.Terminal(item.terminal_id, item.merchant_id, item.public_key, bool(item.active), item.label)
+            for item in TerminalModel.by_merchant.query(merchant_id)
+        ]
 
     def put_terminal(self, terminal: ports.Terminal) -> None:
         TerminalModel(
@@ -524,6 +592,8 @@ class DynamoLedgerStore:
             if role == "counter":
                 value = int(reason.raw_item["value"]["N"]) if reason.raw_item and "value" in reason.raw_item else None
                 raise ports.CounterConditionFailed(counter_id, value) from error
+            if role == "municipality":
+                raise ports.WriteContention("programme changed meanwhile") from error
             if role == "hold":
                 raise ports.HoldNotPending(_hold(HoldModel.from_raw_data(reason.raw_item)) if reason.raw_item else None) from error
         if any(code in _TRANSIENT_REASONS for code in codes):

@@ -10,6 +10,59 @@ from __future__ import annotations
 from chalicelib.storage.models import ALL_MODELS, TTL_ATTRIBUTES
 
 TABLES: dict[str, dict] = {
+    "approvals": {
+        "why": "Two-person approval: grants and bulk uploads above the programme's threshold wait here for a second staff member.",
+        "attributes": {
+            "municipality_code": "Whose programme.",
+            "approval_id": "The grant_id of a single grant, or the batch_id of an upload.",
+            "kind": "grant or grant_batch.",
+            "state": "pending, approved or rejected.",
+            "amount": "Points the grant or the whole upload would issue.",
+            "request": "The grant as requested (MyKey ID, amount, reason, expiry), or the upload's file name and rows.",
+            "request_fingerprint": "Tells a repeated request from a different one with the same id.",
+            "requested_by": "Staff id of the requester.",
+            "requested_at": "When it was requested (UTC).",
+            "decided_by": "Staff id of the approver or rejecter (never the requester).",
+            "decided_at": "When it was decided (UTC).",
+            "decision_note": "The rejecter's reason, as typed (Individual Numbers refused).",
+        },
+    },
+    "grant_batches": {
+        "why": "Bulk-grant uploads: their validation report and the progress of posting.",
+        "attributes": {
+            "municipality_code": "Whose programme.",
+            "batch_id": "Derived from the file's SHA-256, so uploading the same file again finds the same batch.",
+            "file_name": "The uploaded file's name, shown in the console.",
+            "content_sha256": "SHA-256 of the uploaded bytes.",
+            "encoding": "How the file was decoded (utf-8, utf-8-sig or cp932).",
+            "uploaded_by": "Staff id of the uploader.",
+            "uploaded_at": "When it was uploaded (UTC).",
+            "status": "invalid, awaiting_approval, queued, completed or rejected.",
+            "total_rows": "Data rows in the file.",
+            "valid_rows": "Rows that passed validation.",
+            "invalid_rows": "Rows refused by validation.",
+            "total_amount": "Points the valid rows would issue.",
+            "chunk_count": "How many chunks (queue messages) the rows were split into.",
+            "posted_rows": "Rows granted by this upload.",
+            "already_posted_rows": "Rows whose application number had been granted by an earlier upload.",
+            "failed_rows": "Rows refused while posting (unknown MyKey ID, budget).",
+            "posted_amount": "Points granted by this upload.",
+            "errors": "The first row errors (row, column, code, message), for the report.",
+            "approved_by": "Staff id of the second person, when the upload needed approval.",
+            "queued_at": "When posting started.",
+            "completed_at": "When the last chunk was posted.",
+        },
+    },
+    "grant_batch_chunks": {
+        "why": "The validated rows of an upload, a few hundred per item, each posted by one queue message.",
+        "attributes": {
+            "batch_id": "The upload.",
+            "chunk_number": "Position in the upload.",
+            "rows": "Row number, application number, MyKey ID, points, reason, expiry — only the columns the upload format has.",
+            "state": "pending or done.",
+            "results": "Per row: granted, already granted or the refusal code.",
+        },
+    },
     "transfers": {
         "why": "The immutable ledger: every movement of points, the first answer to a repeated request, reports.",
         "attributes": {
@@ -67,6 +120,7 @@ TABLES: dict[str, dict] = {
             "max_amount": "Largest single operation the programme allows.",
             "budget_total": "The programme's budget.",
             "budget_shards": "How many counters the budget is split over.",
+            "approval_threshold": "Grants above this many points wait for a second staff member's approval.",
             "active": "Whether the programme runs.",
         },
     },
@@ -79,6 +133,7 @@ TABLES: dict[str, dict] = {
             "municipality_code": "Where it is.",
             "accepted_municipalities": "Whose points it accepts.",
             "active": "Whether it may take payments.",
+            "registered_at": "When staff registered it.",
         },
     },
     "terminals": {
@@ -89,6 +144,7 @@ TABLES: dict[str, dict] = {
             "public_key": "Its Ed25519 public key (public data).",
             "active": "Disabled terminals are refused.",
             "label": "A name the shop gives it.",
+            "registered_at": "When staff registered its key.",
         },
     },
     "cards": {
@@ -228,6 +284,7 @@ TABLES: dict[str, dict] = {
             "role": "viewer, operator, approver, call_centre or platform_operator.",
             "password_hash": "scrypt hash.",
             "active": "Disabled accounts cannot sign in.",
+            "created_at": "When the account was created.",
         },
     },
     "staff_sessions": {

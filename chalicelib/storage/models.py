@@ -160,7 +160,17 @@ class MunicipalityModel(Model):
     max_amount = NumberAttribute()
     budget_total = NumberAttribute()
     budget_shards = NumberAttribute()
+    approval_threshold = NumberAttribute(null=True)
     active = BooleanAttribute(default=True)
+
+
+class MerchantsByMunicipalityIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_municipality"
+        projection = AllProjection()
+
+    municipality_code = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute(range_key=True)
 
 
 class MerchantModel(Model):
@@ -178,6 +188,18 @@ class MerchantModel(Model):
     municipality_code = UnicodeAttribute()
     accepted_municipalities = UnicodeSetAttribute(default=set)
     active = BooleanAttribute(default=True)
+    registered_at = UnicodeAttribute(null=True)
+
+    by_municipality = MerchantsByMunicipalityIndex()
+
+
+class TerminalsByMerchantIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    terminal_id = UnicodeAttribute(range_key=True)
 
 
 class TerminalModel(Model):
@@ -194,6 +216,9 @@ class TerminalModel(Model):
     public_key = UnicodeAttribute()
     active = BooleanAttribute(default=True)
     label = UnicodeAttribute(null=True)
+    registered_at = UnicodeAttribute(null=True)
+
+    by_merchant = TerminalsByMerchantIndex()
 
 
 class CardsByMykeyIndex(GlobalSecondaryIndex):
@@ -414,6 +439,16 @@ class NonceModel(Model):
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
 
 
+class StaffByMunicipalityIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_municipality"
+        # Never the password hash: listing staff must not copy it anywhere.
+        projection = IncludeProjection(["role", "active", "created_at"])
+
+    municipality_code = UnicodeAttribute(hash_key=True)
+    staff_id = UnicodeAttribute(range_key=True)
+
+
 class StaffModel(Model):
     """A municipal staff account, scoped to one municipality with one role."""
 
@@ -428,6 +463,9 @@ class StaffModel(Model):
     role = UnicodeAttribute()
     password_hash = UnicodeAttribute()
     active = BooleanAttribute(default=True)
+    created_at = UnicodeAttribute(null=True)
+
+    by_municipality = StaffByMunicipalityIndex()
 
 
 class StaffSessionModel(Model):
@@ -446,6 +484,74 @@ class StaffSessionModel(Model):
     counter_terminal_id = UnicodeAttribute(null=True)
     last_seen_at = NumberAttribute()
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+
+
+class ApprovalModel(Model):
+    """A grant (or a bulk-grant upload) above the programme's threshold, waiting for a second staff member."""
+
+    class Meta:
+        base_name = "approvals"
+        table_name = "approvals"
+        billing_mode = "pay_per_request"
+
+    municipality_code = UnicodeAttribute(hash_key=True)
+    approval_id = UnicodeAttribute(range_key=True)  # the grant_id, or the batch_id of an upload
+    kind = UnicodeAttribute()  # grant or grant_batch
+    state = UnicodeAttribute()  # pending, approved or rejected
+    amount = NumberAttribute()
+    request = MapAttribute(default=dict)  # the grant as requested (for a batch: its file name and row count)
+    request_fingerprint = UnicodeAttribute()
+    requested_by = UnicodeAttribute()
+    requested_at = UnicodeAttribute()
+    decided_by = UnicodeAttribute(null=True)
+    decided_at = UnicodeAttribute(null=True)
+    decision_note = UnicodeAttribute(null=True)
+
+
+class GrantBatchModel(Model):
+    """One uploaded bulk-grant CSV: its validation outcome and the progress of posting its rows."""
+
+    class Meta:
+        base_name = "grant_batches"
+        table_name = "grant_batches"
+        billing_mode = "pay_per_request"
+
+    municipality_code = UnicodeAttribute(hash_key=True)
+    batch_id = UnicodeAttribute(range_key=True)  # derived from the file's SHA-256: the same file is the same batch
+    file_name = UnicodeAttribute()
+    content_sha256 = UnicodeAttribute()
+    encoding = UnicodeAttribute()
+    uploaded_by = UnicodeAttribute()
+    uploaded_at = UnicodeAttribute()
+    status = UnicodeAttribute()  # invalid, awaiting_approval, queued, completed or rejected
+    total_rows = NumberAttribute()
+    valid_rows = NumberAttribute()
+    invalid_rows = NumberAttribute()
+    total_amount = NumberAttribute()
+    chunk_count = NumberAttribute()
+    posted_rows = NumberAttribute(default=0)
+    already_posted_rows = NumberAttribute(default=0)
+    failed_rows = NumberAttribute(default=0)
+    posted_amount = NumberAttribute(default=0)
+    errors = UnicodeAttribute(null=True)  # JSON list of row errors, at most MAX_REPORTED_ERRORS
+    approved_by = UnicodeAttribute(null=True)
+    queued_at = UnicodeAttribute(null=True)
+    completed_at = UnicodeAttribute(null=True)
+
+
+class GrantBatchChunkModel(Model):
+    """Up to a few hundred validated rows of an upload, posted together by one queue message."""
+
+    class Meta:
+        base_name = "grant_batch_chunks"
+        table_name = "grant_batch_chunks"
+        billing_mode = "pay_per_request"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    chunk_number = NumberAttribute(range_key=True)
+    rows = UnicodeAttribute()  # JSON list of [row, reference, mykey_id, amount, reason, expires_on]
+    state = UnicodeAttribute()  # pending or done
+    results = UnicodeAttribute(null=True)  # JSON list of [row, outcome, error_code], once done
 
 
 ALL_MODELS: tuple[type[Model], ...] = (
@@ -469,6 +575,9 @@ ALL_MODELS: tuple[type[Model], ...] = (
     NonceModel,
     StaffModel,
     StaffSessionModel,
+    ApprovalModel,
+    GrantBatchModel,
+    GrantBatchChunkModel,
 )
 
 # Tables whose items expire by themselves.

@@ -1,6 +1,8 @@
 """Staff accounts and sessions on DynamoDB (`StaffStore`)."""
 from __future__ import annotations
 
+from pynamodb.exceptions import PutError
+
 from chalicelib.services.staff import StaffAccount, StaffSession
 from chalicelib.storage.models import StaffModel, StaffSessionModel
 
@@ -21,6 +23,32 @@ class DynamoStaffStore:
             password_hash=account.password_hash,
             active=account.active,
         ).save()
+
+    def create_staff(self, account: StaffAccount, created_at: str) -> bool:
+        """A new account unless the id is taken (in any municipality); False when it is."""
+        try:
+            StaffModel(
+                account.staff_id, municipality_code=account.municipality_code, role=account.role,
+                password_hash=account.password_hash, active=account.active, created_at=created_at,
+            ).save(condition=StaffModel.staff_id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_staff_active(self, staff_id: str, active: bool) -> None:
+        StaffModel(staff_id).update(actions=[StaffModel.active.set(active)], condition=StaffModel.staff_id.exists())
+
+    def set_password(self, staff_id: str, password_hash: str) -> None:
+        StaffModel(staff_id).update(actions=[StaffModel.password_hash.set(password_hash)],
+                                    condition=StaffModel.staff_id.exists())
+
+    def staff_of_municipality(self, municipality_code: str) -> list[dict]:
+        return [
+            {"staff_id": item.staff_id, "role": item.role, "active": bool(item.active), "created_at": item.created_at}
+            for item in StaffModel.by_municipality.query(municipality_code)
+        ]
 
     def put_session(self, session: StaffSession) -> None:
         StaffSessionModel(

@@ -157,7 +157,7 @@ def test_concurrent_grants__never_exceed_the_budget(dynamo_store, dynamo_staff_s
     outcomes = _run_concurrently([lambda m=residents[i % 4]: world.grant(m, 90) for i in range(16)], workers=16)
     posted = [o for o in outcomes if isinstance(o, ports.Transfer)]
     assert len(posted) == 11  # 11 × 90 = 990 ≤ 1000 < 12 × 90
-    assert all(isinstance(o, errors.BudgetExceeded) for o in outcomes if not isinstance(o, ports.Transfer))
+    assert all(isinstance(o, errors.BudgetExceeded) for o in outcomes if not isinstance(o, ports.Transfer)), [repr(o) for o in outcomes if not isinstance(o, ports.Transfer)]
     municipality = world.store.get_municipality(world.home_code)
     assert ledger.budget_remaining(world.store, municipality) == 10
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from chalicelib.api.conversion_handlers import CONVERSION_QUEUE
 from chalicelib.services import conversions, ports
 from tools import dead_letters
-from tools.localcloud.queues import create_conversion_queues
+from tools.localcloud.queues import create_conversion_queues, create_grant_batch_queues
 from tools.localcloud.sqs_poller import SqsPoller
 
 pytestmark = pytest.mark.integration
@@ -26,6 +26,8 @@ JST = dt.timezone(dt.timedelta(hours=9))
 @pytest.fixture(scope="module")
 def conversion_queues(sqs_client):
     # Retried records come back after 1 s and move to the dead letters after 3 receives.
+    # The poller serves every SQS handler of the app, so the grant-batch queue must exist too.
+    create_grant_batch_queues(sqs_client)
     return create_conversion_queues(sqs_client, visibility_timeout_seconds=1, max_receive_count=3)
 
 

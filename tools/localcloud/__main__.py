@@ -10,6 +10,7 @@ runs; `make reset` deletes the data folder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -87,15 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         from chalicelib.storage.schema import create_tables
 
         create_tables(boto3.client("dynamodb"), TABLE_PREFIX)
-        demo = seed(dependencies.get_ledger_store(), dependencies.get_staff_store(), data_dir / "demo", hash_secret, trust_path)
+        # What `python -m tools.onboard` needs to reach this local cloud while it runs.
+        (data_dir / "localcloud.json").write_text(json.dumps({
+            "dynamodb_endpoint_url": database.endpoint_url, "sqs_endpoint_url": queues.endpoint_url,
+            "table_prefix": TABLE_PREFIX, "region": environment.get("AWS_DEFAULT_REGION", "ap-northeast-1"),
+        }), encoding="utf-8")
+        demo = seed(dependencies.get_ledger_store(), dependencies.get_staff_store(), dependencies.get_identity_store().audit,
+                    data_dir / "demo", hash_secret, trust_path)
 
         import app as application
         from tools.demo_seed import DEMO_PARTNER_RESULT_QUEUE
-        from tools.localcloud.queues import create_conversion_queues
+        from tools.localcloud.queues import create_platform_queues
         from tools.localcloud.sqs_poller import SqsPoller
 
         sqs = boto3.client("sqs")
-        create_conversion_queues(sqs)
+        create_platform_queues(sqs)
         sqs.create_queue(QueueName=DEMO_PARTNER_RESULT_QUEUE)
         poller = SqsPoller(application.app, sqs)
         poller_thread = threading.Thread(target=poller.run_forever, args=(stop_requested,), daemon=True)
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             poller_thread.join(timeout=5)
         queues.stop()
         database.stop()
+        (data_dir / "localcloud.json").unlink(missing_ok=True)
         _say("すべて停止しました。")
 
 

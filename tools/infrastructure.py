@@ -1,0 +1,764 @@
+"""The platform stack's CloudFormation template, generated from the code so the two cannot drift.
+
+    python -m tools.infrastructure            # writes infrastructure/platform.json (make infrastructure-templates)
+    python -m tools.infrastructure --check    # exits 1 if the committed file differs from what the code gives
+
+Everything deployable is read from the code, not restated:
+
+- the DynamoDB tables are `chalicelib.storage.schema.cloudformation_tables()` verbatim (the same resources
+  as `infrastructure/tables.json`);
+- one Lambda function per Chalice handler, discovered from the app object (`import app; app.app`): the
+  API function for the routes, every `on_sqs_message` consumer, every `schedule` job and every pure
+  `lambda_function` (the onboarding custom resource). Handler strings are Chalice's own
+  (`handler_string`), memory, timeout, reserved concurrency and environment are Chalice's scoped
+  `.chalice/config.json` settings for the `prod` stage (`stages.prod.lambda_functions.<name>` overrides);
+- the API is a REST API whose body is Chalice's own swagger (`CFNSwaggerGenerator`, what
+  `chalice package` deploys), so API Gateway hands Chalice the event it routes by
+  (`requestContext.resourcePath` = the route template, `pathParameters`);
+- queues, dead-letter queues and event source mappings come from the `SQSEventConfig`s (queue name,
+  batch size), with `ReportBatchItemFailures`, which Chalice never sets.
+
+A handler kind the generator does not know (S3, SNS, websockets, authorizers...) stops it with an error
+instead of being left out of the template.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PLATFORM_TEMPLATE = ROOT / "infrastructure" / "platform.json"
+CHALICE_CONFIG = ROOT / ".chalice" / "config.json"
+
+CHALICE_STAGE = "prod"
+RUNTIME = "python3.12"
+# Graviton: about 20% cheaper per GB-second than x86_64 for the same memory, and every dependency in
+# requirements.txt ships manylinux2014_aarch64 wheels (scripts/package-lambda.sh builds for this).
+ARCHITECTURE = "arm64"
+# Chalice names the function that serves the routes `api_handler`; its swagger generator points every
+# integration at the resource `APIHandler` (`${APIHandler.Arn}`), so the logical id is fixed too.
+API_FUNCTION_NAME = "api_handler"
+API_LOGICAL_ID = "APIHandler"
+API_HANDLER = "app.app"
+
+# SQS guidance for Lambda consumers: visibility timeout at least six times the function timeout.
+VISIBILITY_TIMEOUT_PER_FUNCTION_TIMEOUT = 6
+MAX_RECEIVE_COUNT = 5
+QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
+# Longer than the source queue's retention: a standard queue's message keeps its first enqueue time
+# when it moves to the dead-letter queue, so the DLQ must outlive it.
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
+
+# Queues the code sends to by name at run time (partner result queues, operator request queues): they
+# must be named `points-…` in the platform's account and region.
+RUNTIME_QUEUE_PATTERN = "points-*"
+# Who sends where (the code cannot tell a generator which queues it writes to).
+SENDS_TO_RUNTIME_QUEUES = frozenset({API_FUNCTION_NAME, "handle_partner_conversions"})
+
+# DynamoDB rights: every item operation the stores use (transactions are authorised per item action).
+# Scan only where the code scans: reports and statements (API) and the daily jobs.
+DYNAMODB_ITEM_ACTIONS = (
+    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
+    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem",
+)
+DYNAMODB_SCAN = "dynamodb:Scan"
+SQS_CONSUME_ACTIONS = ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage")
+SQS_SEND_ACTIONS = ("sqs:GetQueueUrl", "sqs:SendMessage")
+
+# An IAM role's inline policies may hold 10,240 characters in all (whitespace not counted).
+ROLE_POLICY_SIZE_LIMIT = 10_240
+# CloudWatch: an alarm on a metric math expression may read at most 10 metrics.
+ALARM_METRICS_LIMIT = 10
+
+ALARMS_DOC = "docs/DEPLOYMENT.md#alarms"
+# Queues and log groups go with the stack (their names are fixed, so a retained one would block a new
+# stack); the tables are retained (their resources carry Retain, from chalicelib/storage/schema.py).
+DELETE_WITH_STACK = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
+
+
+class UnsupportedHandler(Exception):
+    """A Chalice handler kind this generator cannot deploy: add it here rather than leave it out."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str
+    kind: str  # "api" | "sqs" | "schedule" | "pure"
+    queue: str | None = None
+    batch_size: int | None = None
+    batching_window: int = 0
+    maximum_concurrency: int | None = None
+    schedule: str | None = None
+    settings: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def logical_id(self) -> str:
+        return API_LOGICAL_ID if self.kind == "api" else camel(self.name) + "Function"
+
+    @property
+    def base(self) -> str:
+        return API_LOGICAL_ID if self.kind == "api" else camel(self.name)
+
+    @property
+    def scans(self) -> bool:
+        return self.kind in ("api", "schedule")
+
+
+def camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", name) if part)
+
+
+def queue_logical_id(queue_name: str) -> str:
+    return camel(queue_name.removeprefix("points-")) + "Queue"
+
+
+def dead_letter_queue_name(queue_name: str) -> str:
+    from chalicelib.api.conversion_handlers import CONVERSION_DEAD_LETTER_QUEUE, CONVERSION_QUEUE
+    from chalicelib.api.grant_batch_handlers import GRANT_BATCH_DEAD_LETTER_QUEUE, GRANT_BATCH_QUEUE
+
+    known = {CONVERSION_QUEUE: CONVERSION_DEAD_LETTER_QUEUE, GRANT_BATCH_QUEUE: GRANT_BATCH_DEAD_LETTER_QUEUE}
+    return known.get(queue_name, f"{queue_name}-dead-letters")
+
+
+def chalice_app():
+    import app
+
+    return app.app
+
+
+def chalice_config() -> dict:
+    return json.loads(CHALICE_CONFIG.read_text(encoding="utf-8"))
+
+
+def function_settings(name: str, config_from_disk: dict | None = None) -> dict:
+    """What `chalice deploy --stage prod` would give this function (per-function overrides included)."""
+    from chalice.config import Config
+
+    config = Config(chalice_stage=CHALICE_STAGE, config_from_disk=chalice_config() if config_from_disk is None else config_from_disk)
+    scoped = config.scope(CHALICE_STAGE, name)
+    return {
+        "memory": scoped.lambda_memory_size,
+        "timeout": scoped.lambda_timeout,
+        "reserved_concurrency": scoped.reserved_concurrency,
+        "environment": dict(scoped.environment_variables),
+    }
+
+
+def chalice_functions(application=None, config_from_disk: dict | None = None) -> list[FunctionSpec]:
+    """One entry per Lambda function Chalice would deploy for this app, sorted by name."""
+    from chalice.app import ScheduledEventConfig, SQSEventConfig
+
+    application = chalice_app() if application is None else application
+    config_from_disk = chalice_config() if config_from_disk is None else config_from_disk
+    if application.websocket_handlers or application.builtin_auth_handlers:
+        raise UnsupportedHandler("websocket handlers and built-in authorizers are not in the platform template yet")
+    specs: list[FunctionSpec] = []
+    if application.routes:
+        specs.append(FunctionSpec(API_FUNCTION_NAME, API_HANDLER, "api"))
+    for source in application.event_sources:
+        if type(source) is SQSEventConfig:
+            if not source.queue:
+                raise UnsupportedHandler(f"{source.name}: an SQS handler must name its queue (queue_arn is not supported)")
+            specs.append(FunctionSpec(source.name, source.handler_string, "sqs", queue=source.queue,
+                                      batch_size=source.batch_size,
+                                      batching_window=source.maximum_batching_window_in_seconds or 0,
+                                      maximum_concurrency=source.maximum_concurrency))
+        elif type(source) is ScheduledEventConfig:
+            expression = source.schedule_expression
+            expression = expression if isinstance(expression, str) else expression.to_string()
+            specs.append(FunctionSpec(source.name, source.handler_string, "schedule", schedule=expression))
+        else:
+            raise UnsupportedHandler(f"{source.name}: {type(source).__name__} handlers are not in the platform template yet")
+    for function in application.pure_lambda_functions:
+        specs.append(FunctionSpec(function.name, function.handler_string, "pure"))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise UnsupportedHandler(f"two handlers share a name: {sorted(names)}")
+    return [
+        FunctionSpec(**{**spec.__dict__, "settings": function_settings(spec.name, config_from_disk)})
+        for spec in sorted(specs, key=lambda spec: spec.name)
+    ]
+
+
+# -- pieces ----------------------------------------------------------------------------------------------
+
+
+def _get_att(logical_id: str, attribute: str = "Arn") -> dict:
+    return {"Fn::GetAtt": [logical_id, attribute]}
+
+
+def _alarm(name_suffix: str, description: str, **properties: Any) -> dict:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": {"Fn::Sub": "${AWS::StackName}-" + name_suffix},
+            "AlarmDescription": f"{description} What to do: {ALARMS_DOC}",
+            "AlarmActions": [{"Ref": "AlarmTopic"}],
+            "OKActions": [{"Ref": "AlarmTopic"}],
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "EvaluationPeriods": 1,
+            "TreatMissingData": "notBreaching",
+            **properties,
+        },
+    }
+
+
+def _metric_alarm(name_suffix: str, description: str, namespace: str, metric: str, dimensions: dict,
+                  statistic: str = "Sum") -> dict:
+    return _alarm(
+        name_suffix, description,
+        Namespace=namespace, MetricName=metric, Statistic=statistic, Period=300,
+        Dimensions=[{"Name": key, "Value": value} for key, value in dimensions.items()],
+    )
+
+
+def _table_resources(tables: dict) -> list:
+    arns: list = []
+    for logical_id, table in sorted(tables.items()):
+        arns.append(_get_att(logical_id))
+        if table["Properties"].get("GlobalSecondaryIndexes"):
+            arns.append({"Fn::Sub": "${%s.Arn}/index/*" % logical_id})
+    return arns
+
+
+def _runtime_queue_arn() -> dict:
+    return {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + RUNTIME_QUEUE_PATTERN}
+
+
+def _role(spec: FunctionSpec, tables: dict, api_sends_to: list[str]) -> dict:
+    statements: list[dict] = [
+        {
+            "Sid": "OwnLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": _get_att(spec.base + "LogGroup"),
+        },
+        {
+            "Sid": "PointTables",
+            "Effect": "Allow",
+            "Action": sorted(DYNAMODB_ITEM_ACTIONS + ((DYNAMODB_SCAN,) if spec.scans else ())),
+            "Resource": _table_resources(tables),
+        },
+    ]
+    if spec.queue:
+        statements.append({
+            "Sid": "ConsumeOwnQueue",
+            "Effect": "Allow",
+            "Action": list(SQS_CONSUME_ACTIONS),
+            "Resource": _get_att(queue_logical_id(spec.queue)),
+        })
+    send_to: list = []
+    if spec.kind == "api":
+        send_to.extend(_get_att(queue_logical_id(queue)) for queue in api_sends_to)
+    if spec.name in SENDS_TO_RUNTIME_QUEUES:
+        send_to.append(_runtime_queue_arn())
+    if send_to:
+        statements.append({
+            "Sid": "SendToQueues",
+            "Effect": "Allow",
+            "Action": list(SQS_SEND_ACTIONS),
+            "Resource": send_to,
+        })
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": f"Municipal Point Cloud: {spec.name} (least privilege, generated by tools/infrastructure.py)",
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }],
+            },
+            "Policies": [{
+                "PolicyName": "function",
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+            }],
+        },
+    }
+
+
+def estimated_policy_size(role: dict) -> int:
+    """Characters the role's inline policies take once CloudFormation has resolved every ARN (estimated
+    with a long ARN for each intrinsic function), whitespace excluded as IAM counts it."""
+    long_arn = "arn:aws:dynamodb:ap-northeast-1:123456789012:table/points-production-a-long-table-name/index/*"
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1 and next(iter(node)).startswith(("Fn::", "Ref")):
+                return long_arn
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return sum(len(json.dumps(resolve(policy), separators=(",", ":"))) for policy in role["Properties"].get("Policies", []))
+
+
+def _function(spec: FunctionSpec) -> dict:
+    settings = spec.settings
+    environment: dict[str, Any] = {key: str(value) for key, value in settings["environment"].items()}
+    environment["POINTS_TABLE_PREFIX"] = {"Ref": "TablePrefix"}
+    # Resolved by CloudFormation at deploy time; the value never appears in the template, the parameters
+    # or the stack events (see docs/DEPLOYMENT.md, "Card-hash secret").
+    environment["CARD_HASH_SECRET"] = {"Fn::Sub": "{{resolve:secretsmanager:${CardHashSecretId}:SecretString}}"}
+    what = {
+        "api": "the HTTP API (every Chalice route)",
+        "sqs": f"SQS consumer of {spec.queue}",
+        "schedule": f"scheduled job, {spec.schedule}",
+        "pure": "CloudFormation custom resource (municipality onboarding)" if spec.name == "register_tenant"
+        else "plain Lambda function",
+    }[spec.kind]
+    properties: dict[str, Any] = {
+        "Description": f"Municipal Point Cloud {spec.name}: {what}",
+        "Runtime": RUNTIME,
+        "Architectures": [ARCHITECTURE],
+        "Handler": spec.handler,
+        "Code": {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}},
+        "Role": _get_att(spec.base + "Role"),
+        "MemorySize": settings["memory"],
+        "Timeout": settings["timeout"],
+        "Environment": {"Variables": dict(sorted(environment.items()))},
+        "LoggingConfig": {"LogGroup": {"Ref": spec.base + "LogGroup"}},
+    }
+    if settings["reserved_concurrency"] is not None:
+        properties["ReservedConcurrentExecutions"] = settings["reserved_concurrency"]
+    return {"Type": "AWS::Lambda::Function", "Properties": properties}
+
+
+def _queues(queue_name: str, consumer_timeout: int) -> dict:
+    dead_letters = dead_letter_queue_name(queue_name)
+    queue_id, dead_letter_id = queue_logical_id(queue_name), queue_logical_id(dead_letters)
+    return {
+        queue_id: {
+            "Type": "AWS::SQS::Queue",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "QueueName": queue_name,
+                "VisibilityTimeout": VISIBILITY_TIMEOUT_PER_FUNCTION_TIMEOUT * consumer_timeout,
+                "MessageRetentionPeriod": QUEUE_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {"deadLetterTargetArn": _get_att(dead_letter_id), "maxReceiveCount": MAX_RECEIVE_COUNT},
+            },
+        },
+        dead_letter_id: {
+            "Type": "AWS::SQS::Queue",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "QueueName": dead_letters,
+                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+                "RedriveAllowPolicy": {
+                    "redrivePermission": "byQueue",
+                    "sourceQueueArns": [
+                        {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + queue_name},
+                    ],
+                },
+            },
+        },
+        dead_letter_id + "DepthAlarm": _metric_alarm(
+            f"{dead_letters}-not-empty",
+            f"Messages in the dead-letter queue {dead_letters}: records of {queue_name} failed "
+            f"{MAX_RECEIVE_COUNT} times and wait for an operator (python -m tools.dead_letters).",
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(dead_letter_id, "QueueName")},
+            statistic="Maximum",
+        ),
+    }
+
+
+def _table_throttle_alarms(tables: dict) -> dict:
+    alarms: dict = {}
+    for logical_id, table in sorted(tables.items()):
+        base_name = table["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")
+        scopes: list[dict] = [{}] + [
+            {"GlobalSecondaryIndexName": index["IndexName"]}
+            for index in table["Properties"].get("GlobalSecondaryIndexes", [])
+        ]
+        metrics = [(scope, metric) for scope in scopes for metric in ("ReadThrottleEvents", "WriteThrottleEvents")]
+        groups = [metrics[start:start + ALARM_METRICS_LIMIT] for start in range(0, len(metrics), ALARM_METRICS_LIMIT)]
+        for number, group in enumerate(groups, start=1):
+            suffix = "" if number == 1 else str(number)
+            queries = [
+                {
+                    "Id": f"m{position}",
+                    "ReturnData": False,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": "AWS/DynamoDB",
+                            "MetricName": metric,
+                            "Dimensions": [{"Name": "TableName", "Value": {"Ref": logical_id}}]
+                            + [{"Name": key, "Value": value} for key, value in scope.items()],
+                        },
+                        "Period": 300,
+                        "Stat": "Sum",
+                    },
+                }
+                for position, (scope, metric) in enumerate(group)
+            ]
+            queries.append({
+                "Id": "throttled",
+                "Label": "throttled requests",
+                "ReturnData": True,
+                "Expression": " + ".join(f"FILL(m{position}, 0)" for position in range(len(group))),
+            })
+            alarms[f"{logical_id}ThrottleAlarm{suffix}"] = _alarm(
+                f"{base_name}-throttled{suffix and '-' + suffix}",
+                f"DynamoDB throttled reads or writes on the {base_name} table or its indexes.",
+                Metrics=queries,
+            )
+    return alarms
+
+
+def _swagger(application) -> dict:
+    from chalice.deploy.swagger import CFNSwaggerGenerator
+
+    return CFNSwaggerGenerator().generate_swagger(application)
+
+
+# -- the template ----------------------------------------------------------------------------------------
+
+
+def platform_template(application=None, config_from_disk: dict | None = None) -> dict:
+    from chalicelib.api.grant_batch_handlers import GRANT_BATCH_QUEUE
+    from chalicelib.storage.schema import cloudformation_tables
+
+    application = chalice_app() if application is None else application
+    config_from_disk = chalice_config() if config_from_disk is None else config_from_disk
+    functions = chalice_functions(application, config_from_disk)
+    tables = cloudformation_tables()["Resources"]
+    stage_config = config_from_disk["stages"][CHALICE_STAGE]
+    api_stage = stage_config.get("api_gateway_stage", "api")
+    endpoint_type = stage_config.get("api_gateway_endpoint_type", "EDGE")
+    consumed = {spec.queue for spec in functions if spec.queue}
+    api_sends_to = [GRANT_BATCH_QUEUE] if GRANT_BATCH_QUEUE in consumed else []
+
+    resources: dict[str, Any] = dict(tables)
+    outputs: dict[str, Any] = {}
+
+    for spec in functions:
+        resources[spec.base + "LogGroup"] = {
+            "Type": "AWS::Logs::LogGroup",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": "/municipal-point-cloud/${AWS::StackName}/" + spec.name},
+                "RetentionInDays": {"Ref": "LogRetentionDays"},
+            },
+        }
+        role = _role(spec, tables, api_sends_to)
+        size = estimated_policy_size(role)
+        if size > ROLE_POLICY_SIZE_LIMIT:
+            raise ValueError(f"{spec.name}: its role policy would take about {size} characters, over IAM's "
+                             f"{ROLE_POLICY_SIZE_LIMIT}; group the table ARNs (e.g. by the TablePrefix) instead")
+        resources[spec.base + "Role"] = role
+        resources[spec.logical_id] = _function(spec)
+        resources[spec.base + "ErrorsAlarm"] = _metric_alarm(
+            f"{spec.name}-errors", f"The Lambda function {spec.name} ended invocations with an error.",
+            "AWS/Lambda", "Errors", {"FunctionName": {"Ref": spec.logical_id}},
+        )
+        resources[spec.base + "ThrottlesAlarm"] = _metric_alarm(
+            f"{spec.name}-throttles", f"Invocations of the Lambda function {spec.name} were throttled.",
+            "AWS/Lambda", "Throttles", {"FunctionName": {"Ref": spec.logical_id}},
+        )
+        if spec.kind == "sqs":
+            resources.update(_queues(spec.queue, spec.settings["timeout"]))
+            mapping: dict[str, Any] = {
+                "EventSourceArn": _get_att(queue_logical_id(spec.queue)),
+                "FunctionName": {"Ref": spec.logical_id},
+                "BatchSize": spec.batch_size,
+                "Enabled": True,
+                # Only the records the handler reports fail are retried; Chalice never sets this.
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            }
+            if spec.batching_window:
+                mapping["MaximumBatchingWindowInSeconds"] = spec.batching_window
+            if spec.maximum_concurrency:
+                mapping["ScalingConfig"] = {"MaximumConcurrency": spec.maximum_concurrency}
+            resources[spec.base + "EventSourceMapping"] = {"Type": "AWS::Lambda::EventSourceMapping", "Properties": mapping}
+            outputs[queue_logical_id(spec.queue) + "Url"] = {
+                "Description": f"URL of {spec.queue}",
+                "Value": {"Ref": queue_logical_id(spec.queue)},
+            }
+            dead_letters = queue_logical_id(dead_letter_queue_name(spec.queue))
+            outputs[dead_letters + "Url"] = {
+                "Description": f"URL of {dead_letter_queue_name(spec.queue)}",
+                "Value": {"Ref": dead_letters},
+            }
+        elif spec.kind == "schedule":
+            resources[spec.base + "Schedule"] = {
+                "Type": "AWS::Events::Rule",
+                "Properties": {
+                    "Description": f"Municipal Point Cloud job {spec.name}",
+                    "ScheduleExpression": spec.schedule,
+                    "State": "ENABLED",
+                    "Targets": [{"Arn": _get_att(spec.logical_id), "Id": spec.name}],
+                },
+            }
+            resources[spec.base + "SchedulePermission"] = {
+                "Type": "AWS::Lambda::Permission",
+                "Properties": {
+                    "Action": "lambda:InvokeFunction",
+                    "FunctionName": {"Ref": spec.logical_id},
+                    "Principal": "events.amazonaws.com",
+                    "SourceArn": _get_att(spec.base + "Schedule"),
+                },
+            }
+
+    if any(spec.kind == "api" for spec in functions):
+        resources.update(_rest_api(application, api_stage, endpoint_type))
+        outputs["ApiUrl"] = {
+            "Description": "Base URL of the HTTP API (terminals, staff, portal)",
+            "Value": {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + api_stage + "/"},
+        }
+        outputs["RestApiId"] = {"Value": {"Ref": "RestAPI"}}
+
+    if any(spec.name == "register_tenant" for spec in functions):
+        outputs["OnboardingServiceToken"] = {
+            "Description": "ServiceToken of Custom::MunicipalityTenant (infrastructure/municipality.yaml)",
+            "Value": _get_att("RegisterTenantFunction"),
+            "Export": {"Name": {"Fn::Sub": "${AWS::StackName}-OnboardingServiceToken"}},
+        }
+
+    conversion = next((spec for spec in functions if spec.name == "handle_partner_conversions"), None)
+    if conversion is not None:
+        resources["PartnerSendPolicy"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Condition": "HasPartnerAccounts",
+            "Properties": {
+                "Queues": [{"Ref": queue_logical_id(conversion.queue)}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "PartnersSendConversions",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": {"Ref": "PartnerAccountIds"}},
+                        "Action": "sqs:SendMessage",
+                        "Resource": _get_att(queue_logical_id(conversion.queue)),
+                    }],
+                },
+            },
+        }
+
+    resources["AlarmTopic"] = {
+        "Type": "AWS::SNS::Topic",
+        "Properties": {"DisplayName": "Municipal Point Cloud alarms"},
+    }
+    resources["AlarmEmailSubscription"] = {
+        "Type": "AWS::SNS::Subscription",
+        "Condition": "HasAlarmEmail",
+        "Properties": {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}},
+    }
+    resources.update(_table_throttle_alarms(tables))
+    outputs["AlarmTopicArn"] = {"Value": {"Ref": "AlarmTopic"}}
+
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": (
+            "Municipal Point Cloud platform stack (generated by `python -m tools.infrastructure` from the Chalice "
+            "app, .chalice/config.json stage prod and the PynamoDB models: do not edit). API Gateway is a REST API "
+            "built from Chalice's own swagger, because Chalice routes by requestContext.resourcePath, the route "
+            "template, which REST proxy integrations carry. See docs/DEPLOYMENT.md."
+        ),
+        "Metadata": {
+            "GeneratedBy": "python -m tools.infrastructure",
+            "Chalice": {"stage": CHALICE_STAGE, "functions": {spec.name: spec.handler for spec in functions}},
+        },
+        "Parameters": _parameters(config_from_disk),
+        "Conditions": {
+            "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
+            "HasPartnerAccounts": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "PartnerAccountIds"}]}, ""]}]},
+        },
+        "Resources": resources,
+        "Outputs": outputs,
+    }
+
+
+def _parameters(config_from_disk: dict) -> dict:
+    stage_environment = config_from_disk["stages"][CHALICE_STAGE].get("environment_variables", {})
+    return {
+        "TablePrefix": {
+            "Type": "String",
+            "Default": stage_environment.get("POINTS_TABLE_PREFIX", "points-prod-"),
+            "AllowedPattern": "^[A-Za-z0-9_.-]{1,100}$",
+            "Description": "Prefix of every DynamoDB table name (the app reads it as POINTS_TABLE_PREFIX)",
+        },
+        "CodeBucket": {
+            "Type": "String",
+            "MinLength": 3,
+            "Description": "S3 bucket holding the Lambda package built by scripts/package-lambda.sh",
+        },
+        "CodeKey": {
+            "Type": "String",
+            "MinLength": 1,
+            "Description": "S3 key of the Lambda package (a new key per build, e.g. with its SHA-256, so functions update)",
+        },
+        "CardHashSecretId": {
+            "Type": "String",
+            "Default": "municipal-point-cloud/card-hash-secret",
+            "Description": "Secrets Manager secret (name or ARN) whose SecretString is the card-hash secret (CARD_HASH_SECRET)",
+        },
+        "AlarmEmail": {
+            "Type": "String",
+            "Default": "",
+            "Description": "E-mail address subscribed to the alarm topic (empty: no subscription)",
+        },
+        "LogRetentionDays": {
+            "Type": "Number",
+            "Default": 365,
+            "AllowedValues": [30, 90, 180, 365, 400, 731, 1827, 3653],
+            "Description": "Retention of the functions' and the API's log groups",
+        },
+        "ApiThrottleRateLimit": {
+            "Type": "Number",
+            "Default": 200,
+            "MinValue": 1,
+            "Description": "Steady-state requests per second the API stage accepts (every route)",
+        },
+        "ApiThrottleBurstLimit": {
+            "Type": "Number",
+            "Default": 400,
+            "MinValue": 1,
+            "Description": "Burst of requests the API stage accepts (every route)",
+        },
+        "PartnerAccountIds": {
+            "Type": "CommaDelimitedList",
+            "Default": "",
+            "Description": "AWS account ids of partners allowed to send to the conversion queue (empty: none)",
+        },
+    }
+
+
+def _rest_api(application, stage: str, endpoint_type: str) -> dict:
+    swagger = _swagger(application)
+    digest = hashlib.sha256(json.dumps(swagger, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    # A deployment is a snapshot: a new logical id whenever the API changes makes CloudFormation create a
+    # new one and point the stage at it.
+    deployment_id = "RestAPIDeployment" + digest
+    access_log_format = json.dumps({
+        "requestId": "$context.requestId",
+        "requestTime": "$context.requestTimeEpoch",
+        "sourceIp": "$context.identity.sourceIp",
+        "httpMethod": "$context.httpMethod",
+        # The route template, never the path: paths carry MyKey IDs and card codes.
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "responseLength": "$context.responseLength",
+        "integrationLatency": "$context.integrationLatency",
+        "integrationStatus": "$context.integrationStatus",
+        "errorMessage": "$context.error.message",
+    }, sort_keys=True)
+    return {
+        "RestAPI": {
+            "Type": "AWS::ApiGateway::RestApi",
+            "Properties": {
+                "Name": {"Fn::Sub": "${AWS::StackName}-api"},
+                "Description": "Municipal Point Cloud HTTP API (Chalice routes, proxy integration)",
+                "EndpointConfiguration": {"Types": [endpoint_type]},
+                "Body": swagger,
+            },
+        },
+        deployment_id: {
+            "Type": "AWS::ApiGateway::Deployment",
+            "Properties": {"RestApiId": {"Ref": "RestAPI"}, "Description": f"swagger sha256 {digest}"},
+        },
+        "ApiAccessLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": "/municipal-point-cloud/${AWS::StackName}/api-access"},
+                "RetentionInDays": {"Ref": "LogRetentionDays"},
+            },
+        },
+        # API Gateway writes access logs through one role per account and region. Kept on stack deletion:
+        # other APIs of the account may rely on the setting.
+        "ApiGatewayCloudWatchRole": {
+            "Type": "AWS::IAM::Role",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Effect": "Allow",
+                        "Principal": {"Service": "apigateway.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }],
+                },
+                "ManagedPolicyArns": [
+                    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"},
+                ],
+            },
+        },
+        "ApiGatewayAccount": {
+            "Type": "AWS::ApiGateway::Account",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {"CloudWatchRoleArn": _get_att("ApiGatewayCloudWatchRole")},
+        },
+        "RestAPIStage": {
+            "Type": "AWS::ApiGateway::Stage",
+            "DependsOn": ["ApiGatewayAccount"],
+            "Properties": {
+                "RestApiId": {"Ref": "RestAPI"},
+                "DeploymentId": {"Ref": deployment_id},
+                "StageName": stage,
+                "Description": "Production stage",
+                "AccessLogSetting": {"DestinationArn": _get_att("ApiAccessLogGroup"), "Format": access_log_format},
+                "MethodSettings": [{
+                    "ResourcePath": "/*",
+                    "HttpMethod": "*",
+                    "ThrottlingRateLimit": {"Ref": "ApiThrottleRateLimit"},
+                    "ThrottlingBurstLimit": {"Ref": "ApiThrottleBurstLimit"},
+                }],
+            },
+        },
+        "APIHandlerInvokePermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": API_LOGICAL_ID},
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestAPI}/*"},
+            },
+        },
+        "ApiServerErrorsAlarm": _metric_alarm(
+            "api-5xx",
+            "The API answered with 5xx (an unhandled error in a route, a Lambda failure or throttling).",
+            "AWS/ApiGateway", "5XXError",
+            {"ApiName": {"Fn::Sub": "${AWS::StackName}-api"}, "Stage": stage},
+        ),
+    }
+
+
+def render(template: dict) -> str:
+    return json.dumps(template, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed file instead of writing it")
+    parser.add_argument("--output", type=Path, default=PLATFORM_TEMPLATE)
+    arguments = parser.parse_args(argv)
+    text = render(platform_template())
+    if arguments.check:
+        current = arguments.output.read_text(encoding="utf-8") if arguments.output.exists() else ""
+        if current != text:
+            print(f"{arguments.output} is stale: run `make infrastructure-templates`", file=sys.stderr)
+            return 1
+        return 0
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(text, encoding="utf-8")
+    print(f"wrote {arguments.output.relative_to(ROOT) if arguments.output.is_relative_to(ROOT) else arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
