@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit bench install reset tables-template infrastructure-templates package data-inventory trust-store clean
+.PHONY: run test unit bench install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
@@ -40,6 +40,10 @@ reset: ## Delete the local cloud's data (DynamoDB tables, demo keys and card)
 
 tables-template: install ## Regenerate infrastructure/tables.json from the PynamoDB models
 	$(PY) -m chalicelib.storage.schema > infrastructure/tables.json
+
+PARAMETERS ?= infrastructure/examples/nagahama.parameters.json
+onboard: install ## Onboard a municipality into the running local cloud from a stack parameter file (PARAMETERS=…)
+	$(PY) -m tools.onboard $(PARAMETERS)
 
 infrastructure-templates: install ## Regenerate infrastructure/platform.json from the Chalice app, .chalice/config.json and the models
 	$(PY) -m tools.infrastructure

@@ -304,7 +304,7 @@ def grant(command: GrantCommand, store: ports.LedgerStore, clock: Clock) -> port
         budget = ports.CounterWrite(budget_counter_id(command.municipality_code, shard), -command.amount, "at_least", command.amount)
         return transfer, ports.WalletWrite(command.mykey_id, command.municipality_code, wallet.version, new_lots), [budget]
 
-    for _ in range(municipality.budget_shards + 2):
+    for _ in range(2 * municipality.budget_shards + 4):
         try:
             return post_with_retries(store, command.mykey_id, command.municipality_code, build)
         except ports.TransferAlreadyPosted as posted:
@@ -314,6 +314,9 @@ def grant(command: GrantCommand, store: ports.LedgerStore, clock: Clock) -> port
                 shard = _budget_shard_covering(store, municipality, command.amount, preferred=shard)
             except errors.BudgetExceeded as refusal:
                 return _refuse_unless_replay(store, command.grant_id, ports.GRANT, command.request_fingerprint, refusal)
+    # Still contended: when what is left could not cover the grant anyway, say so rather than "try again".
+    if budget_remaining(store, municipality) < command.amount:
+        return _refuse_unless_replay(store, command.grant_id, ports.GRANT, command.request_fingerprint, errors.BudgetExceeded())
     raise errors.ConcurrentUpdate()
 
 

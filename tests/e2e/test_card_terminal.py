@@ -99,7 +99,9 @@ def card(cloud):
     holder = VirtualCardConnection(model, port=35964).start()
     wait_for_card(READER)
     mykey_id = _register_through_pcsc(cloud.base_url)
-    granted = _staff_grant(cloud, mykey_id, 50_000)
+    # Two grants of 25,000: the demo programme asks a second person to approve anything above 30,000.
+    _staff_grant(cloud, mykey_id, 25_000)
+    granted = _staff_grant(cloud, mykey_id, 25_000)
     assert granted["balance_after"] == 50_000
     yield holder, model, mykey_id
     holder.stop()

@@ -4,8 +4,9 @@ Everything runs as `make run` runs it: the page from `chalice local`, the staff 
 and the grant-batch queue consumed by the local SQS poller. A shop terminal pays first (signed terminal
 request with the demo card's certificate), so the month's settlement has a line. In the browser, staff
 sign in, read the dashboard and its chart, upload a Shift_JIS CSV with an error and read the row-level
-report, upload the corrected file and watch it complete, download the settlement CSV, read the audit
-log, lose their session (signed out elsewhere) and sign out — after which the old token is refused.
+report, upload the corrected file and watch it complete, grant once more through a lost answer (the retry
+reuses the grant_id, so the points arrive once), download the settlement CSV, read the audit log, lose
+their session (signed out elsewhere) and sign out — after which the old token is refused.
 """
 from __future__ import annotations
 
@@ -155,12 +156,31 @@ def test_console__sign_in_dashboard_csv_grants_settlement_csv_audit_log_and_sign
             assert row_report.value.suggested_filename.startswith("grant-report-")
             assert "R8-0003" in report_text and "付与しました" in report_text
 
-            # -- one grant from the form ---------------------------------------------------------------------
+            # -- one grant from the form; its first answer is lost, and the retry reuses the grant_id -------
+            sent = []
+
+            def lose_first_answer(route):
+                sent.append(json.loads(route.request.post_data))
+                answer = route.fetch()  # the platform posts the grant...
+                if len(sent) == 1:
+                    route.abort("connectionreset")  # ...but the browser never hears back
+                else:
+                    route.fulfill(response=answer)
+
+            grants_url = f"{cloud.base_url}/v1/municipalities/{MUNICIPALITY_CODE}/grants"
+            page.route(grants_url, lose_first_answer)
             page.fill("#grant-mykey", mykey_id.lower())
             page.fill("#grant-amount", "100")
             page.fill("#grant-reason", "窓口での付与")
             page.get_by_role("button", name="付与する").click()
+            expect(page.locator("#grant-result")).to_contain_text("同じ申請ID")
+            expect(page.locator("#error")).to_contain_text("通信できませんでした")
+            page.get_by_role("button", name="付与する").click()
             expect(page.locator("#grant-result")).to_contain_text(f"{mykey_id} に 100 pt を付与しました")
+            page.unroute(grants_url)
+            assert len(sent) == 2 and sent[0]["grant_id"] == sent[1]["grant_id"]
+            # Granted once: 10,000 seeded − 700 paid + 500 from the CSV + 100.
+            expect(page.locator("#grant-result")).to_contain_text(f"残高 {10_000 - PAID + 500 + 100:,} pt")
 
             # -- settlement of this month, and its CSV ---------------------------------------------------------
             page.get_by_role("button", name="精算・レポート").click()
@@ -198,6 +218,7 @@ def test_console__sign_in_dashboard_csv_grants_settlement_csv_audit_log_and_sign
             with page.expect_response(lambda r: r.url.endswith("/v1/staff/sessions") and r.request.method == "POST") as again:
                 page.get_by_role("button", name="サインイン", exact=True).click()
             token = again.value.json()["token"]
+            expect(page.locator("#status")).to_have_text("サインインしました。")
             expect(page.locator("#municipality-name")).to_have_text("長浜市")
             assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
             assert _status_with_token(cloud, token) == 200

@@ -70,6 +70,8 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
         assert converted.returncode == 0, converted.stderr
         assert '"status": "credited"' in converted.stdout and '"points": 500' in converted.stdout
         assert _balance(cloud.terminal("balance")) == 5_500
+
+        _onboard_a_second_municipality(cloud, tmp_path)
     finally:
         assert cloud.interrupt() == 0
     assert "すべて停止しました" in cloud.output
@@ -82,3 +84,36 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
         assert _balance(again.terminal("balance")) == 5_500
     finally:
         assert again.interrupt() == 0
+
+
+def _onboard_a_second_municipality(cloud, tmp_path) -> None:
+    """One command onboards a municipality from a CloudFormation parameter file, as its stack would in AWS."""
+    import json
+    import urllib.request
+
+    parameters = tmp_path / "toshima.parameters.json"
+    parameters.write_text(json.dumps([
+        {"ParameterKey": key, "ParameterValue": value} for key, value in {
+            "MunicipalityCode": "131164", "MunicipalityName": "豊島区", "PointName": "としまポイント",
+            "ExpiryRule": "months:12", "PinFreeLimit": "2000", "MaxAmountPerOperation": "30000",
+            "ApprovalThreshold": "10000", "AnnualBudget": "5000000", "FirstStaffId": "toshima-admin"}.items()],
+        ensure_ascii=False), encoding="utf-8")
+    onboarded = subprocess.run(
+        [sys.executable, "-m", "tools.onboard", str(parameters), "--first-staff-password", "toshima-first-password",
+         "--data-dir", str(cloud.data_dir)], cwd=REPOSITORY_ROOT, capture_output=True, text=True, timeout=60)
+    assert onboarded.returncode == 0, onboarded.stderr
+    assert "豊島区（131164）を登録しました" in onboarded.stdout
+
+    def call(method, path, body=None, token=None):
+        request = urllib.request.Request(cloud.base_url + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    token = call("POST", "/v1/staff/sessions", {"staff_id": "toshima-admin", "password": "toshima-first-password"})["token"]
+    programme = call("GET", "/v1/municipalities/131164/programme", token=token)
+    assert (programme["name"], programme["expiry_rule"], programme["approval_threshold"]) == (
+        "豊島区", {"kind": "months_after_grant", "months": 12}, 10_000)
+    assert call("GET", "/v1/municipalities/131164/budget", token=token)["budget_remaining"] == 5_000_000

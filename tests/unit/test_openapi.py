@@ -78,7 +78,7 @@ def _security_schemes(operation: dict) -> list[set[str]]:
 
 
 def _is_staff_route(method: str, path: str) -> bool:
-    return path.startswith(("/v1/municipalities/", "/v1/mykeys/", "/v1/platform/")) or path == "/v1/staff/sessions/current"
+    return path.startswith(("/v1/municipalities/", "/v1/mykeys/", "/v1/platform/")) or path in ("/v1/staff/sessions/current", "/v1/staff/password")
 
 
 def _is_optional_staff_route(method: str, path: str) -> bool:

@@ -10,15 +10,22 @@ from chalicelib.api.grant_batch_handlers import GRANT_BATCH_DEAD_LETTER_QUEUE, G
 
 def create_queue_with_dead_letters(sqs, name: str, dead_letter_name: str, visibility_timeout_seconds: int = 30,
                                    max_receive_count: int = 5) -> tuple[str, str]:
-    dead_letters = sqs.create_queue(QueueName=dead_letter_name)["QueueUrl"]
+    """Create the pair, or return the existing one as it is (its settings are left alone)."""
+    try:
+        dead_letters = sqs.create_queue(QueueName=dead_letter_name)["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:
+        dead_letters = sqs.get_queue_url(QueueName=dead_letter_name)["QueueUrl"]
     dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    queue = sqs.create_queue(
-        QueueName=name,
-        Attributes={
-            "VisibilityTimeout": str(visibility_timeout_seconds),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(max_receive_count)}),
-        },
-    )["QueueUrl"]
+    try:
+        queue = sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout_seconds),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(max_receive_count)}),
+            },
+        )["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:
+        queue = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     return queue, dead_letters
 
 
