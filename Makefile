@@ -14,8 +14,8 @@ run: install ## Start the local cloud with the demo municipality (Ctrl-C stops e
 test: install ## Run the whole test suite; starts and stops every service it uses
 	$(PY) -m pytest -q
 
-bench: install ## Benchmarks (no timed tests): the PIN payment's card interaction through PC/SC
-	$(PY) -m bench.card_interaction
+bench: install ## Benchmarks (issue 9): writes bench/results/latest.json, bench/results/chart.png and BENCHMARKS.md
+	$(PY) -m bench.run
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -22,6 +22,9 @@ class Settings:
     staff_session_idle_seconds: int
     terminal_clock_skew_seconds: int
     card_signature_max_age_seconds: int
+    # How long a container trusts the programme, merchant and terminal settings it read (see
+    # chalicelib/storage/cache.py); 0 turns the container cache off.
+    container_cache_seconds: float = 30.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,6 +40,7 @@ def get_settings() -> Settings:
         staff_session_idle_seconds=int(os.environ.get("STAFF_SESSION_IDLE_SECONDS", "900")),
         terminal_clock_skew_seconds=300,
         card_signature_max_age_seconds=600,
+        container_cache_seconds=float(os.environ.get("CONTAINER_CACHE_SECONDS", "30")),
     )
 
 

@@ -87,10 +87,23 @@ class FakeLedgerStore:
             self.nonces[nonce_key] = expires_at
             return True
 
-    def post_transfer(self, transfer, wallet, counters, second_wallet=None):
+    def wallet_for_update(self, mykey_id, municipality_code):
+        return self.get_wallet(mykey_id, municipality_code), False
+
+    def card_for_payment(self, certificate_key):
+        return self.get_card(certificate_key), False
+
+    def forget_card(self, certificate_key):
+        pass
+
+    def post_transfer(self, transfer, wallet, counters, second_wallet=None, card_guard=None):
         with self._lock:
             if transfer.transfer_id in self.transfers:
                 raise ports.TransferAlreadyPosted(self.transfers[transfer.transfer_id])
+            if card_guard is not None:
+                card = self.cards.get(card_guard.certificate_key)
+                if card is None or card.status != ports.CARD_ACTIVE or card.mykey_id != card_guard.mykey_id:
+                    raise ports.CardChanged(card_guard.certificate_key)
             wallets = [wallet] + ([second_wallet] if second_wallet else [])
             for each in wallets:
                 current = self.wallets.get((each.mykey_id, each.municipality_code))

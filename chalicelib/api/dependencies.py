@@ -27,7 +27,7 @@ def _build_ledger_store():
 
     settings = get_settings()
     bind_models(settings.table_prefix, settings.region)
-    return DynamoLedgerStore(settings.region)
+    return DynamoLedgerStore(settings.region, cache_seconds=settings.container_cache_seconds)
 
 
 def get_ledger_store():

@@ -149,7 +149,8 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
             raise errors.MerchantNotAcceptingMunicipality()
         if command.amount > municipality.max_amount:
             raise errors.InvalidAmount(f"1回に使えるのは {municipality.max_amount} ポイントまでです。", field="amount")
-        card, verified = resolve_card(store, authority, command.card.certificate_der, now)
+        verified = authority.verify_certificate(command.card.certificate_der, now)
+        card = _card_for_payment(store, verified.certificate_key)
         _check_card_signature(command, municipality, authority, verified, now)
     except errors.DomainError as refusal:
         return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
@@ -178,11 +179,34 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
         ), []
 
     try:
-        return post_with_retries(store, card.mykey_id, command.municipality_code, build)
+        # The card's status is checked by the transaction itself, whatever the binding was read from.
+        return post_with_retries(store, card.mykey_id, command.municipality_code, build,
+                                 card_guard=ports.CardGuard(verified.certificate_key, card.mykey_id))
     except ports.TransferAlreadyPosted as posted:
         return _same_request_or_conflict(posted.existing, ports.PAYMENT, command.request_fingerprint)
     except errors.InsufficientBalance as refusal:
         return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
+    except ports.CardChanged:
+        # Stopped or renewed since its binding was read: the card as it is now gives the refusal.
+        store.forget_card(verified.certificate_key)
+        try:
+            fresh = store.get_card(verified.certificate_key)
+            if fresh is None:
+                raise errors.CardUnknown()
+            refuse_unusable_card(fresh)
+        except errors.DomainError as refusal:
+            return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
+        # Usable again already (stopped and restarted while this payment ran): the terminal's retry with
+        # the same transfer_id starts from the card as it is now.
+        raise errors.ConcurrentUpdate()
+
+
+def _card_for_payment(store: ports.LedgerStore, certificate_key: str) -> ports.Card:
+    card, _ = store.card_for_payment(certificate_key)
+    if card is None:
+        raise errors.CardUnknown()
+    refuse_unusable_card(card)
+    return card
 
 
 def _check_card_signature(command: PaymentCommand, municipality, authority, verified, now: float) -> None:

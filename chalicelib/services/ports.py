@@ -150,6 +150,22 @@ class CounterWrite:
     bound: int
 
 
+@dataclass(frozen=True)
+class CardGuard:
+    """The card must still be active and bound to this MyKey ID when the transfer is written.
+
+    Checked inside the payment's transaction, so a card stopped a moment ago is refused even when the
+    binding came from the container's cache instead of a read.
+    """
+
+    certificate_key: str
+    mykey_id: str
+
+
+class CardChanged(Exception):
+    """The card guard failed: the card was suspended, revoked, renewed or rebound since it was read."""
+
+
 class TransferAlreadyPosted(Exception):
     """The transfer-record Put found a record with the same id: the idempotency guard."""
 
@@ -202,5 +218,13 @@ class LedgerStore(Protocol):
     def transfers_of_municipality(self, municipality_code: str, start: str | None, end: str | None) -> Iterator[PostedAmount]: ...
     def transfers_of_mykey(self, mykey_id: str, municipality_code: str | None, limit: int) -> list[Transfer]: ...
     def use_nonce(self, nonce_key: str, expires_at: int) -> bool: ...
-    def post_transfer(self, transfer: Transfer, wallet: WalletWrite, counters: list[CounterWrite]) -> None: ...
+    def post_transfer(self, transfer: Transfer, wallet: WalletWrite, counters: list[CounterWrite],
+                      card_guard: CardGuard | None = None) -> None: ...
+    # The wallet to start a write from: the container's last known state when it has one (the write's
+    # version guard catches a stale one), else a read. The flag says which.
+    def wallet_for_update(self, mykey_id: str, municipality_code: str) -> tuple[Wallet, bool]: ...
+    # A card's binding for a payment: from the container's cache (flag True: only a card seen active is
+    # cached, and the payment's card guard checks it is still active), else read.
+    def card_for_payment(self, certificate_key: str) -> tuple[Card | None, bool]: ...
+    def forget_card(self, certificate_key: str) -> None: ...
     def move_counter(self, source_id: str, target_id: str, amount: int) -> None: ...

@@ -21,24 +21,36 @@ Build = Callable[[ports.Wallet], tuple[ports.Transfer, ports.WalletWrite, list[p
 
 
 def post_with_retries(
-    store: ports.LedgerStore, mykey_id: str, municipality_code: str, build: Build
+    store: ports.LedgerStore, mykey_id: str, municipality_code: str, build: Build,
+    card_guard: ports.CardGuard | None = None,
 ) -> ports.Transfer:
     """Post the transfer `build` describes for the wallet's current state; retry while the wallet moves.
 
-    `build` may raise a domain error (for example insufficient balance) after looking at the wallet;
-    `TransferAlreadyPosted` and `CounterConditionFailed` are left to the caller, which knows what a
-    replay or an exhausted counter means for its operation.
+    The first attempt may start from the container's remembered wallet state (the version guard makes a
+    stale one harmless). `build` may raise a domain error (for example insufficient balance) after
+    looking at the wallet; when it does on a remembered state, the wallet is read again and `build`
+    decides once more, so a refusal always rests on the wallet as it is. `TransferAlreadyPosted`,
+    `CounterConditionFailed` and `CardChanged` are left to the caller, which knows what they mean.
     """
-    wallet: ports.Wallet | None = None
+    wallet, remembered = store.wallet_for_update(mykey_id, municipality_code)
     for attempt in range(MAX_ATTEMPTS):
         if wallet is None:
-            wallet = store.get_wallet(mykey_id, municipality_code)
-        transfer, wallet_write, counters = build(wallet)
+            wallet, remembered = store.get_wallet(mykey_id, municipality_code), False
         try:
-            store.post_transfer(transfer, wallet_write, counters)
+            transfer, wallet_write, counters = build(wallet)
+        except errors.DomainError:
+            if not remembered:
+                raise
+            wallet = None
+            continue
+        try:
+            if card_guard is not None:
+                store.post_transfer(transfer, wallet_write, counters, card_guard=card_guard)
+            else:
+                store.post_transfer(transfer, wallet_write, counters)
             return transfer
         except ports.WalletChanged as changed:
-            wallet = changed.current
+            wallet, remembered = changed.current, False
         except ports.WriteContention:
             wallet = None
             # Jitter spreads competing writers apart so that one of them wins the next round.

@@ -114,16 +114,47 @@ def _wallet_from_model(item: WalletModel) -> ports.Wallet:
 
 
 class DynamoLedgerStore:
-    """`LedgerStore` on DynamoDB. Stateless apart from its connection, so one instance serves a Lambda."""
+    """`LedgerStore` on DynamoDB; one instance serves a Lambda container.
 
-    def __init__(self, region: str):
+    With `cache_seconds > 0` (production) the container remembers what every payment would otherwise
+    read again (see `chalicelib.storage.cache`): programme, merchant and terminal settings for that many
+    seconds, card bindings and the last wallet states it saw. None of this can move money wrongly: the
+    payment's transaction checks the card's status and the wallet's version itself. Tests build the store
+    without caches unless they test them.
+    """
+
+    def __init__(self, region: str, cache_seconds: float = 0, cache_entries: int = 10_000):
+        from chalicelib.storage.cache import ContainerCache
+
         self._connection = Connection(region=region)
+        self._cache = ContainerCache(cache_seconds, cache_entries)
 
     # -- reads ---------------------------------------------------------------------------------------
 
     def get_municipality(self, code: str) -> ports.Municipality | None:
+        return self._cache.setting(("municipality", code), lambda: self._read_municipality(code))
+
+    def _read_municipality(self, code: str) -> ports.Municipality | None:
         item = self._get(MunicipalityModel, code)
         return _municipality_from_model(item) if item is not None and item.active else None
+
+    def wallet_for_update(self, mykey_id: str, municipality_code: str) -> tuple[ports.Wallet, bool]:
+        known = self._cache.wallet(mykey_id, municipality_code)
+        if known is not None:
+            return known, True
+        return self.get_wallet(mykey_id, municipality_code), False
+
+    def card_for_payment(self, certificate_key: str) -> tuple[ports.Card | None, bool]:
+        known = self._cache.card(certificate_key)
+        if known is not None:
+            return known, True
+        card = self.get_card(certificate_key)
+        if card is not None and card.status == ports.CARD_ACTIVE and card.mykey_id:
+            self._cache.remember_card(card)
+        return card, False
+
+    def forget_card(self, certificate_key: str) -> None:
+        self._cache.forget_card(certificate_key)
 
     def list_municipalities(self) -> list[ports.Municipality]:
         # A small table (one item per municipality on the platform): a scan is the right read.
@@ -131,8 +162,11 @@ class DynamoLedgerStore:
                       key=lambda municipality: municipality.code)
 
     def get_merchant(self, merchant_id: str) -> ports.Merchant | None:
-        item = self._get(MerchantModel, merchant_id)
-        return self._merchant(item) if item else None
+        def read():
+            item = self._get(MerchantModel, merchant_id)
+            return self._merchant(item) if item else None
+
+        return self._cache.setting(("merchant", merchant_id), read)
 
     def get_merchants(self, merchant_ids: Iterable[str]) -> dict[str, ports.Merchant]:
         keys = sorted(set(merchant_ids))
@@ -152,6 +186,9 @@ class DynamoLedgerStore:
         )
 
     def get_terminal(self, terminal_id: str) -> ports.Terminal | None:
+        return self._cache.setting(("terminal", terminal_id), lambda: self._read_terminal(terminal_id))
+
+    def _read_terminal(self, terminal_id: str) -> ports.Terminal | None:
         item = self._get(TerminalModel, terminal_id)
         if item is None:
             return None
@@ -173,7 +210,9 @@ class DynamoLedgerStore:
         item = self._get(WalletModel, mykey_id, municipality_code, consistent_read=True)
         if item is None:
             return ports.Wallet(mykey_id=mykey_id, municipality_code=municipality_code)
-        return _wallet_from_model(item)
+        wallet = _wallet_from_model(item)
+        self._cache.remember_wallet(wallet)
+        return wallet
 
     def list_wallets(self, mykey_id: str) -> list[ports.Wallet]:
         return [_wallet_from_model(item) for item in WalletModel.query(mykey_id, consistent_read=True)]
@@ -242,12 +281,15 @@ class DynamoLedgerStore:
 
     def post_transfer(
         self, transfer: ports.Transfer, wallet: ports.WalletWrite, counters: list[ports.CounterWrite],
-        second_wallet: ports.WalletWrite | None = None,
+        second_wallet: ports.WalletWrite | None = None, card_guard: ports.CardGuard | None = None,
     ) -> None:
         """One transaction: the transfer, its wallet (and a second one when points move between two
-        wallets of the same resident, such as the reserve and a municipality), and its counters."""
+        wallets of the same resident, such as the reserve and a municipality), its counters, and for a
+        payment the check that the card is still active and bound to the wallet's MyKey ID."""
         wallets = [wallet] + ([second_wallet] if second_wallet else [])
-        roles = [("transfer", None)] + [("wallet", None)] * len(wallets) + [("counter", c.counter_id) for c in counters]
+        # In the order PynamoDB sends them: condition checks, then puts, then updates.
+        roles = ([("card", card_guard.certificate_key)] if card_guard is not None else []) + [("transfer", None)] + [
+            ("wallet", None)] * len(wallets) + [("counter", c.counter_id) for c in counters]
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 transaction.save(
@@ -259,8 +301,15 @@ class DynamoLedgerStore:
                     self._add_wallet_update(transaction, each_wallet)
                 for counter in counters:
                     self._add_counter_update(transaction, counter)
+                if card_guard is not None:
+                    transaction.condition_check(
+                        CardModel, card_guard.certificate_key,
+                        condition=(CardModel.status == ports.CARD_ACTIVE) & (CardModel.mykey_id == card_guard.mykey_id),
+                    )
         except TransactWriteError as error:
             self._raise_outcome(error, roles)
+        for each_wallet in wallets:
+            self._cache.remember_written_wallet(each_wallet)
 
     def move_counter(self, source_id: str, target_id: str, amount: int) -> None:
         try:
@@ -569,8 +618,7 @@ class DynamoLedgerStore:
             return_values=_ALL_OLD,
         )
 
-    @staticmethod
-    def _raise_outcome(error: TransactWriteError, items: list[tuple[str, str | None]]) -> None:
+    def _raise_outcome(self, error: TransactWriteError, items: list[tuple[str, str | None]]) -> None:
         reasons = error.cancellation_reasons
         if not reasons:
             if error.cause_response_code in {"ThrottlingException", "ProvisionedThroughputExceededException"}:
@@ -588,7 +636,12 @@ class DynamoLedgerStore:
                 continue
             if role == "wallet":
                 current = _wallet_from_model(WalletModel.from_raw_data(reason.raw_item)) if reason.raw_item else None
+                if current is not None:
+                    self._cache.remember_wallet(current)
                 raise ports.WalletChanged(current) from error
+            if role == "card":
+                self._cache.forget_card(counter_id)
+                raise ports.CardChanged(counter_id) from error
             if role == "counter":
                 value = int(reason.raw_item["value"]["N"]) if reason.raw_item and "value" in reason.raw_item else None
                 raise ports.CounterConditionFailed(counter_id, value) from error
