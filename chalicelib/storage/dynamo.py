@@ -19,6 +19,7 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.services import ports
+from chalicelib.storage.conditional import save_if_absent
 from chalicelib.storage.identity import read_card, read_mykey, write_card, write_mykey
 from chalicelib.storage.models import (
     EXPIRY_INDEX_SHARDS,
@@ -271,13 +272,7 @@ class DynamoLedgerStore:
     # -- writes --------------------------------------------------------------------------------------
 
     def use_nonce(self, nonce_key: str, expires_at: int) -> bool:
-        try:
-            NonceModel(nonce_key, expires_at=expires_at).save(condition=NonceModel.nonce_key.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return save_if_absent(NonceModel(nonce_key, expires_at=expires_at))
 
     def post_transfer(
         self, transfer: ports.Transfer, wallet: ports.WalletWrite, counters: list[ports.CounterWrite],
@@ -491,17 +486,11 @@ class DynamoLedgerStore:
 
     def create_merchant(self, merchant: ports.Merchant, registered_at: str) -> bool:
         """Register a merchant unless its id is taken; False when it is."""
-        try:
-            MerchantModel(
-                merchant.merchant_id, name=merchant.name, kind=merchant.kind, municipality_code=merchant.municipality_code,
-                accepted_municipalities=set(merchant.accepted_municipalities), active=merchant.active,
-                registered_at=registered_at,
-            ).save(condition=MerchantModel.merchant_id.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return save_if_absent(MerchantModel(
+            merchant.merchant_id, name=merchant.name, kind=merchant.kind, municipality_code=merchant.municipality_code,
+            accepted_municipalities=set(merchant.accepted_municipalities), active=merchant.active,
+            registered_at=registered_at,
+        ))
 
     def set_merchant_active(self, merchant_id: str, active: bool) -> None:
         MerchantModel(merchant_id).update(actions=[MerchantModel.active.set(active)],
@@ -511,16 +500,10 @@ class DynamoLedgerStore:
         return [self._merchant(item) for item in MerchantModel.by_municipality.query(municipality_code)]
 
     def create_terminal(self, terminal: ports.Terminal, registered_at: str) -> bool:
-        try:
-            TerminalModel(
-                terminal.terminal_id, merchant_id=terminal.merchant_id, public_key=terminal.public_key,
-                active=terminal.active, label=terminal.label, registered_at=registered_at,
-            ).save(condition=TerminalModel.terminal_id.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return save_if_absent(TerminalModel(
+            terminal.terminal_id, merchant_id=terminal.merchant_id, public_key=terminal.public_key,
+            active=terminal.active, label=terminal.label, registered_at=registered_at,
+        ))
 
     def set_terminal_active(self, terminal_id: str, active: bool) -> None:
         TerminalModel(terminal_id).update(actions=[TerminalModel.active.set(active)],

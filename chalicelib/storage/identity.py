@@ -15,6 +15,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.time import posted_at
 from chalicelib.services import ports
+from chalicelib.storage.conditional import save_if_absent
 from chalicelib.storage.models import (
     AuditEventModel,
     CardModel,
@@ -106,14 +107,8 @@ class DynamoIdentityStore:
     # -- portal sign-in requests (a code shown in the browser, answered by the card elsewhere) ------
 
     def put_sign_in_request(self, code: str, challenge: str, poll_secret_hash: str, expires_at: int) -> bool:
-        try:
-            ChallengeModel(code, purpose="portal_sign_in", challenge=challenge, expires_at=expires_at,
-                           poll_secret_hash=poll_secret_hash).save(condition=ChallengeModel.challenge_id.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == _CONDITION_FAILED:
-                return False
-            raise
-        return True
+        return save_if_absent(ChallengeModel(code, purpose="portal_sign_in", challenge=challenge, expires_at=expires_at,
+                                             poll_secret_hash=poll_secret_hash))
 
     def get_sign_in_request(self, code: str):
         try:
@@ -212,14 +207,8 @@ class DynamoIdentityStore:
 
     def put_revoked_card(self, certificate_key: str) -> bool:
         """Record a revoked certificate nobody has registered, so that it can never be. False if known."""
-        try:
-            CardModel(certificate_key, mykey_id=None, status=ports.CARD_REVOKED, registered_at=utc_now_text(),
-                      status_changed_at=utc_now_text()).save(condition=CardModel.certificate_key.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == _CONDITION_FAILED:
-                return False
-            raise
-        return True
+        return save_if_absent(CardModel(certificate_key, mykey_id=None, status=ports.CARD_REVOKED,
+                                        registered_at=utc_now_text(), status_changed_at=utc_now_text()))
 
     def set_mykey_status(self, mykey_id: str, status: str) -> None:
         MykeyModel(mykey_id).update(

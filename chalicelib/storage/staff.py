@@ -1,9 +1,8 @@
 """Staff accounts and sessions on DynamoDB (`StaffStore`)."""
 from __future__ import annotations
 
-from pynamodb.exceptions import PutError
-
 from chalicelib.services.staff import StaffAccount, StaffSession
+from chalicelib.storage.conditional import save_if_absent
 from chalicelib.storage.models import StaffModel, StaffSessionModel
 
 
@@ -26,16 +25,10 @@ class DynamoStaffStore:
 
     def create_staff(self, account: StaffAccount, created_at: str) -> bool:
         """A new account unless the id is taken (in any municipality); False when it is."""
-        try:
-            StaffModel(
-                account.staff_id, municipality_code=account.municipality_code, role=account.role,
-                password_hash=account.password_hash, active=account.active, created_at=created_at,
-            ).save(condition=StaffModel.staff_id.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return save_if_absent(StaffModel(
+            account.staff_id, municipality_code=account.municipality_code, role=account.role,
+            password_hash=account.password_hash, active=account.active, created_at=created_at,
+        ))
 
     def set_staff_active(self, staff_id: str, active: bool) -> None:
         StaffModel(staff_id).update(actions=[StaffModel.active.set(active)], condition=StaffModel.staff_id.exists())
