@@ -14,6 +14,7 @@ from chalicelib.api.http import (
     created, ed25519_public_key_field, endpoint, json_object, refuse_unknown_fields, required,
 )
 from chalicelib.api.staff_routes import staff_session
+from chalicelib.domain import identifiers
 
 administration_api = Blueprint(__name__)
 
@@ -217,7 +218,7 @@ def audit_events(code):
     municipality_code, _ = _session(code, staff.VIEWER)
     query = administration_api.current_request.query_params or {}
     limit_text = query.get("limit", "200")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+    if not identifiers.ascii_digits(limit_text, 4) or not 1 <= int(limit_text) <= 1000:
         raise errors.ValidationFailed("limit は 1〜1000 です。", field="limit")
     return {"municipality_code": municipality_code,
             "events": deps.get_identity_store().audit_events(municipality_code, limit=int(limit_text))}

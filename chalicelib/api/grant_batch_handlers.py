@@ -35,10 +35,19 @@ def post_chunk_record(record) -> dict:
     from chalicelib.observability import get_logger
     from chalicelib.services import grant_requests
 
-    message = json.loads(record.body)
+    try:
+        message = json.loads(record.body)
+        municipality_code, batch_id, chunk_number = (message["municipality_code"], message["batch_id"],
+                                                     int(message["chunk_number"]))
+        if not (isinstance(municipality_code, str) and isinstance(batch_id, str) and 0 <= chunk_number < 10**6):
+            raise TypeError("grant batch message fields")
+    except (ValueError, TypeError, KeyError, RecursionError):
+        # Only the platform writes this queue: an unreadable message is a bug to log, not one to retry.
+        get_logger().error("unreadable grant batch message", extra={"message_id": record.message_id})
+        return {"skipped": "unreadable"}
     outcome = grant_requests.post_chunk(
-        deps.get_ledger_store(), deps.get_grant_batch_store(), message["municipality_code"], message["batch_id"],
-        int(message["chunk_number"]), deps.get_clock(),
+        deps.get_ledger_store(), deps.get_grant_batch_store(), municipality_code, batch_id, chunk_number,
+        deps.get_clock(),
     )
     get_logger().info("grant batch chunk", extra={"batch_id": message["batch_id"], "chunk_number": message["chunk_number"],
                                                   **outcome})

@@ -97,7 +97,8 @@ def json_object(request, max_bytes: int = MAX_BODY_BYTES) -> dict:
     body = raw_body(request, max_bytes)
     try:
         parsed = json.loads(body.decode("utf-8")) if body else None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError also covers an integer literal longer than Python converts (over 4,300 digits).
         raise errors.ValidationFailed("本文が正しい JSON ではありません。") from error
     if not isinstance(parsed, dict):
         raise errors.ValidationFailed("本文は JSON オブジェクトで送ってください。")

@@ -59,6 +59,6 @@ def expiring_report(code):
 
     municipality_code, _ = staff_session(report_api, code, staff.VIEWER)
     days_text = _query().get("days", "30")
-    if not days_text.isdigit():
+    if not identifiers.ascii_digits(days_text, 3):
         raise errors.ValidationFailed("days は 1〜366 の整数です。", field="days")
     return reports.expiring_soon(deps.get_ledger_store(), municipality_code, int(days_text), deps.get_clock())

@@ -29,19 +29,20 @@ PROPERTY_NAMES = (
 def settings_from_properties(properties: dict) -> dict:
     """Programme settings from the template's properties. `ExpiryRule` is `fiscal_year_end` or `months:N`."""
     from chalicelib import errors
+    from chalicelib.domain import identifiers
 
     missing = [name for name in PROPERTY_NAMES if name not in properties]
     if missing:
         raise errors.ValidationFailed(f"onboarding properties missing: {', '.join(missing)}", field=missing[0])
     rule_text = str(properties["ExpiryRule"]).strip()
-    if rule_text.startswith("months:") and rule_text[len("months:"):].isdigit():
+    if rule_text.startswith("months:") and identifiers.ascii_digits(rule_text[len("months:"):], 3):
         rule = {"kind": "months_after_grant", "months": int(rule_text[len("months:"):])}
     else:
         rule = {"kind": rule_text}
 
     def number(name: str) -> int:
         text = str(properties[name]).strip()
-        if not text.isdigit():
+        if not identifiers.ascii_digits(text):
             raise errors.ValidationFailed(f"{name} must be a whole number", field=name)
         return int(text)
 

@@ -11,7 +11,7 @@ CHECK_DIGIT_RULES = ("luhn", "none")
 
 
 def luhn_valid(number: str) -> bool:
-    if not number.isdigit() or len(number) < 2:
+    if not (number.isascii() and number.isdigit()) or len(number) < 2:
         return False
     total = 0
     for position, character in enumerate(reversed(number)):

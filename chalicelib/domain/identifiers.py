@@ -106,10 +106,16 @@ def plain_identifier(value: object, field: str, max_length: int = 64) -> str:
 
 
 
+def ascii_digits(value: object, max_length: int = 18) -> bool:
+    """Only 0-9, at most `max_length` of them: `str.isdigit` also accepts "²" and "①", which int() refuses."""
+    return isinstance(value, str) and 0 < len(value) <= max_length and value.isascii() and value.isdigit()
+
+
 def iso_date(value: object, field: str) -> str:
     refuse_individual_number(value, field)
     try:
-        if isinstance(value, str) and len(value) == 10:
+        # Years 2000-2999 only: dates far outside would overflow the report and expiry arithmetic.
+        if isinstance(value, str) and len(value) == 10 and value[:1] == "2":
             return dt.date.fromisoformat(value).isoformat()
     except ValueError:
         pass

@@ -77,7 +77,7 @@ def partner_account(partner_id: str) -> str:
 def _peek(body: str) -> tuple[dict | None, str | None, str | None]:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, or an integer literal too long to convert
         return None, None, None
     if not isinstance(data, dict):
         return None, None, None

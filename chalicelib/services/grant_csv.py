@@ -196,7 +196,7 @@ def _check_row(line, record, positions, max_amount, today, seen_references, row_
         refuse("mykey_id", refusal.code, refusal.message)
     amount_text = values["amount"].replace(",", "")
     amount = 0
-    if not amount_text.isdigit():
+    if not identifiers.ascii_digits(amount_text, 9):
         refuse("amount", "invalid_amount", "ポイントは整数で入力してください。")
     else:
         amount = int(amount_text)

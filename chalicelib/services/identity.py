@@ -323,9 +323,12 @@ def _serial(text: str, line: int) -> int:
 
 def _csv_rows(content: str, columns: tuple[str, ...]) -> list[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(content.lstrip("\ufeff")))
-    if reader.fieldnames is None or any(column not in reader.fieldnames for column in columns):
-        raise errors.FeedInvalid(f"CSV の見出しに {', '.join(columns)} が必要です。")
-    return [(index + 2, row) for index, row in enumerate(reader)]
+    try:
+        if reader.fieldnames is None or any(column not in reader.fieldnames for column in columns):
+            raise errors.FeedInvalid(f"CSV の見出しに {', '.join(columns)} が必要です。")
+        return [(index + 2, row) for index, row in enumerate(reader)]
+    except csv.Error as error:  # a field longer than the csv module reads, a stray quote
+        raise errors.FeedInvalid(f"CSV の形式が正しくありません（{reader.line_num} 行目）。") from error
 
 
 def import_revocations(store, authority: CardAuthority, feed_format: str, content: bytes, actor: Actor) -> dict:
