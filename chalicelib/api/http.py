@@ -104,7 +104,26 @@ def json_object(request, max_bytes: int = MAX_BODY_BYTES) -> dict:
         raise errors.ValidationFailed("本文は JSON オブジェクトで送ってください。")
     if _depth(parsed) > MAX_JSON_DEPTH:
         raise errors.ValidationFailed("JSON の入れ子が深すぎます。")
+    _refuse_individual_numbers(parsed, "")
     return parsed
+
+
+def _refuse_individual_numbers(value: Any, path: str) -> None:
+    """DESIGN §3, at the one door every JSON body passes: no field anywhere may carry an Individual Number.
+
+    Checked over the whole body rather than field by field, so that a field added later (a name, a
+    reason, a file name, a queue name) is covered without anyone remembering to.
+    """
+    from chalicelib.domain import identifiers
+
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _refuse_individual_numbers(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _refuse_individual_numbers(child, f"{path}[{index}]")
+    elif isinstance(value, str) and identifiers.looks_like_individual_number(value.strip()):
+        raise errors.IndividualNumberForbidden(field=path or None)
 
 
 def required(body: dict, field: str) -> Any:

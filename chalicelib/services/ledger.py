@@ -142,6 +142,8 @@ def _refuse_unless_replay(store, transfer_id: str, kind: str, fingerprint: str, 
 
 def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthority, clock: Clock) -> ports.Transfer:
     now = clock()
+    card = None
+    card_remembered = False
     try:
         municipality = _municipality(store, command.municipality_code)
         merchant = _merchant_of(store, command.terminal)
@@ -150,9 +152,11 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
         if command.amount > municipality.max_amount:
             raise errors.InvalidAmount(f"1回に使えるのは {municipality.max_amount} ポイントまでです。", field="amount")
         verified = authority.verify_certificate(command.card.certificate_der, now)
-        card = _card_for_payment(store, verified.certificate_key)
+        card, card_remembered = _card_for_payment(store, verified.certificate_key)
         _check_card_signature(command, municipality, authority, verified, now)
     except errors.DomainError as refusal:
+        if card_remembered:
+            refusal = _stopped_card_first(store, verified.certificate_key, refusal)
         return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
 
     today = japan_date(now)
@@ -185,6 +189,8 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
     except ports.TransferAlreadyPosted as posted:
         return _same_request_or_conflict(posted.existing, ports.PAYMENT, command.request_fingerprint)
     except errors.InsufficientBalance as refusal:
+        if card_remembered:
+            refusal = _stopped_card_first(store, verified.certificate_key, refusal)
         return _refuse_unless_replay(store, command.transfer_id, ports.PAYMENT, command.request_fingerprint, refusal)
     except ports.CardChanged:
         # Stopped or renewed since its binding was read: the card as it is now gives the refusal.
@@ -201,12 +207,26 @@ def pay(command: PaymentCommand, store: ports.LedgerStore, authority: CardAuthor
         raise errors.ConcurrentUpdate()
 
 
-def _card_for_payment(store: ports.LedgerStore, certificate_key: str) -> ports.Card:
-    card, _ = store.card_for_payment(certificate_key)
+def _card_for_payment(store: ports.LedgerStore, certificate_key: str) -> tuple[ports.Card, bool]:
+    card, remembered = store.card_for_payment(certificate_key)
     if card is None:
         raise errors.CardUnknown()
     refuse_unusable_card(card)
-    return card
+    return card, remembered
+
+
+def _stopped_card_first(store: ports.LedgerStore, certificate_key: str, refusal: errors.DomainError) -> errors.DomainError:
+    """A remembered binding may hide a card stopped since: the stopped card is the refusal to give, as an
+    uncached payment would have given it, before a balance or signature refusal."""
+    fresh = store.get_card(certificate_key)
+    try:
+        if fresh is None:
+            raise errors.CardUnknown()
+        refuse_unusable_card(fresh)
+    except errors.DomainError as stopped:
+        store.forget_card(certificate_key)
+        return stopped
+    return refusal
 
 
 def _check_card_signature(command: PaymentCommand, municipality, authority, verified, now: float) -> None:
@@ -419,7 +439,7 @@ def expire_wallet(store: ports.LedgerStore, mykey_id: str, municipality_code: st
         return transfer, ports.WalletWrite(mykey_id, municipality_code, wallet.version, remaining, debit_amount=amount), []
 
     try:
-        return post_with_retries(store, mykey_id, municipality_code, build)
+        return post_with_retries(store, mykey_id, municipality_code, build, fresh=True)
     except (_NothingToExpire, ports.TransferAlreadyPosted):
         return None
 

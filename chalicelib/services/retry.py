@@ -22,7 +22,7 @@ Build = Callable[[ports.Wallet], tuple[ports.Transfer, ports.WalletWrite, list[p
 
 def post_with_retries(
     store: ports.LedgerStore, mykey_id: str, municipality_code: str, build: Build,
-    card_guard: ports.CardGuard | None = None,
+    card_guard: ports.CardGuard | None = None, fresh: bool = False,
 ) -> ports.Transfer:
     """Post the transfer `build` describes for the wallet's current state; retry while the wallet moves.
 
@@ -32,7 +32,9 @@ def post_with_retries(
     decides once more, so a refusal always rests on the wallet as it is. `TransferAlreadyPosted`,
     `CounterConditionFailed` and `CardChanged` are left to the caller, which knows what they mean.
     """
-    wallet, remembered = store.wallet_for_update(mykey_id, municipality_code)
+    # `fresh`: for writes whose decision to write at all rests on the wallet (expiry finds nothing due on
+    # a stale state and would simply not write, which no version guard can catch).
+    wallet, remembered = (None, False) if fresh else store.wallet_for_update(mykey_id, municipality_code)
     for attempt in range(MAX_ATTEMPTS):
         if wallet is None:
             wallet, remembered = store.get_wallet(mykey_id, municipality_code), False

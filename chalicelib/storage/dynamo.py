@@ -400,7 +400,8 @@ class DynamoLedgerStore:
                                            **{key: value for key, value in hold.items() if key != "hold_id"}),
                                  condition=HoldModel.hold_id.does_not_exist())
         except TransactWriteError as error:
-            self._raise_outcome(error, [("transfer", None), ("wallet", None), ("hold", None)])
+            # In the order PynamoDB sends them: puts (transfer, hold), then updates (wallet).
+            self._raise_outcome(error, [("transfer", None), ("hold", None), ("wallet", None)])
 
     def finish_hold(self, transfer: ports.Transfer, hold_id: str, new_state: str, reason: str | None,
                     wallet: ports.WalletWrite | None, deadline_after: int | None = None) -> None:

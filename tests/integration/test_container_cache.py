@@ -101,3 +101,19 @@ def test_container_cache__forgets_the_oldest_beyond_its_size():
     for number in range(3):
         cache.remember_wallet(ports.Wallet(f"M{number}", "252034", version=1))
     assert cache.wallet("M0", "252034") is None and cache.wallet("M2", "252034") is not None
+
+
+def test_expiry__in_a_container_remembering_a_stale_wallet__still_expires_what_is_due(containers):
+    """Found by the simulation (reliability/): expiry decided on a remembered state would skip due lots."""
+    import datetime as dt
+
+    from chalicelib.services import ledger
+
+    world, cached = containers
+    mykey = world.add_card()
+    world.grant(mykey, 500, expires_on="2099-12-31")
+    _pay_in(cached, world, mykey, 100)                   # the container remembers 400, nothing due soon
+    world.grant(mykey, 300, expires_on="2026-11-18")     # granted elsewhere, last usable day today
+    later = ledger.expire_wallet(cached, mykey, world.home_code, dt.date(2026, 11, 19), world.now + 86_400)
+    assert later is not None and later.amount == 300
+    assert world.store.get_wallet(mykey, world.home_code).lots == {"2099-12-31": 400}
