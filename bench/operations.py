@@ -39,8 +39,12 @@ class OperationSpec:
     iterations: int
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - _STARTED
+    print(f"[bench] {int(elapsed // 60):02d}:{int(elapsed % 60):02d} {message}", file=sys.stderr, flush=True)
 
 
 def run_operation(spec: OperationSpec, meter, replayer: FloorReplayer, floor_client) -> dict:

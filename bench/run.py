@@ -90,8 +90,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bulk-workers", type=int, default=3, help="chunk consumers in parallel (default 3)")
     parser.add_argument("--bulk-budget", type=float,
                         help="seconds the largest bulk grant may post for before it is stopped and extrapolated "
-                             "(default 420; 0: no limit, run it to the end)")
-    parser.add_argument("--messages", type=int, help="partner messages for the queue drain (default 2000)")
+                             "(default 240; 0: no limit, run it to the end)")
+    parser.add_argument("--messages", type=int, help="partner messages for the queue drain (default 1000)")
     parser.add_argument("--card-iterations", type=int, help="measured taps (default 100)")
     parser.add_argument("--card-wait", type=float, default=300, help="seconds to wait for a busy pcscd before skipping")
     parser.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
@@ -105,9 +105,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     arguments.iterations = arguments.iterations or (40 if quick else 300)
     arguments.warmup = arguments.warmup or (10 if quick else 30)
     arguments.bulk_sizes = [int(size) for size in (arguments.bulk_sizes or ("1000,4000" if quick else "10000,100000")).split(",")]
-    arguments.bulk_budget = arguments.bulk_budget if arguments.bulk_budget is not None else (120 if quick else 420)
+    arguments.bulk_budget = arguments.bulk_budget if arguments.bulk_budget is not None else (120 if quick else 240)
     arguments.bulk_budget = arguments.bulk_budget or None
-    arguments.messages = arguments.messages or (200 if quick else 2000)
+    arguments.messages = arguments.messages or (200 if quick else 1000)
     arguments.card_iterations = arguments.card_iterations or (20 if quick else 100)
     arguments.skip = {name.strip() for name in arguments.skip.split(",") if name.strip()} | ({"card"} if arguments.skip_card else set())
     unknown = arguments.skip - set(SECTIONS)
@@ -154,10 +154,26 @@ def run(arguments: argparse.Namespace) -> dict:
     }
     results["machine"]["waited_for_quiet_s"] = waited
 
-    if "cold_start" not in arguments.skip:  # first, while nothing else of the bench runs
-        results["cold_start"] = coldstart.run(samples=5 if arguments.quick else 15, source_samples=2 if arguments.quick else 5)
-        results["sections_run"].append("cold_start")
+    def section(name: str, action) -> None:
+        """Run one section; a failure is recorded in the results and the other sections still run."""
+        if name in arguments.skip:
+            return
+        section_started = time.perf_counter()
+        try:
+            action()
+            results["sections_run"].append(name)
+        except Exception as failure:  # noqa: BLE001 — reported in latest.json and on standard error
+            import traceback
 
+            log(f"{name}: FAILED: {failure!r}")
+            traceback.print_exc()
+            results.setdefault("failures", {})[name] = repr(failure)
+        results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - section_started, 1)
+
+    def cold_start() -> None:  # first, while nothing else of the bench runs
+        results["cold_start"] = coldstart.run(samples=5 if arguments.quick else 15, source_samples=2 if arguments.quick else 5)
+
+    section("cold_start", cold_start)
     meter = Meter().install()
     try:
         with LocalStack() as stack:
@@ -165,11 +181,13 @@ def run(arguments: argparse.Namespace) -> dict:
             meter.attach(floor_client)
             replayer = FloorReplayer(stack.dynamodb_client())
             bench = operations.Workbench(stack, arguments.iterations, arguments.warmup)
-            if "operations" not in arguments.skip:
+            state: dict = {"bulk_world": None}
+
+            def service_operations() -> None:
                 for spec in operations.service_operations(bench):
                     results["operations"][spec.name] = operations.run_operation(spec, meter, replayer, floor_client)
-                results["sections_run"].append("operations")
-            if "http" not in arguments.skip:
+
+            def http_operations() -> None:
                 from chalice.test import Client
 
                 import app as application
@@ -177,39 +195,48 @@ def run(arguments: argparse.Namespace) -> dict:
                 with Client(application.app, stage_name="dev") as client:
                     for spec in operations.http_operations(bench, client):
                         results["operations"][spec.name] = operations.run_operation(spec, meter, replayer, floor_client)
-                results["sections_run"].append("http")
-            if "contention" not in arguments.skip:
+
+            def contention_runs() -> None:
                 results["contention"] = contention.run_isolated()
-                results["sections_run"].append("contention")
-            bulk_world = None
-            if "bulk" not in arguments.skip:
-                results["bulk_grant"], bulk_world = scale.run_bulk(bench, meter, arguments.bulk_sizes, arguments.bulk_workers,
-                                                                   arguments.bulk_budget)
-                results["sections_run"].append("bulk")
-            if "drain" not in arguments.skip:
-                if bulk_world is None:
-                    bulk_world = scale.BulkWorld(bench)
-                    bulk_world.residents[0] = bench.plain_residents(min(arguments.messages, 2000))
-                results["queue_drain"] = scale.queue_drain(bench, bulk_world, meter, stack, arguments.messages)
-                results["sections_run"].append("drain")
+
+            def bulk() -> None:
+                results["bulk_grant"], state["bulk_world"] = scale.run_bulk(
+                    bench, meter, arguments.bulk_sizes, arguments.bulk_workers, arguments.bulk_budget)
+
+            def drain() -> None:
+                if state["bulk_world"] is None:
+                    state["bulk_world"] = scale.BulkWorld(bench)
+                    state["bulk_world"].residents[0] = bench.plain_residents(min(arguments.messages, 2000))
+                results["queue_drain"] = scale.queue_drain(bench, state["bulk_world"], meter, stack, arguments.messages)
+
+            section("operations", service_operations)
+            section("http", http_operations)
+            section("contention", contention_runs)
+            section("bulk", bulk)
+            section("drain", drain)
     finally:
         Meter.uninstall()
 
-    if "card" not in arguments.skip:
+    def card() -> None:
         from bench import card_tap
 
         results["card_tap"] = card_tap.run(iterations=arguments.card_iterations, warmup=5 if arguments.quick else 10,
                                            card_only=20 if arguments.quick else 50, wait_seconds=arguments.card_wait)
-        if not results["card_tap"].get("skipped"):
-            results["sections_run"].append("card")
+        if results["card_tap"].get("skipped"):
+            raise RuntimeError(f"card path not measured: {results['card_tap']['skipped']}")
 
-    if results["operations"]:
+    section("card", card)
+
+    def costs() -> None:
         results["prices"] = cost.prices()
         results["cost"] = cost.per_million(results)
         results["cost_per_million_usd"] = {name: line["total_usd"] for name, line in results["cost"]["per_million"].items()}
         results["cost_per_million_rest_api_usd"] = {name: line["total_rest_api_usd"]
                                                     for name, line in results["cost"]["per_million"].items()}
         results["expense_ratio"] = cost.expense_ratio(results, results["cost"])
+
+    if results["operations"]:
+        section("cost", costs)
     results["machine"]["load_average_end"] = _load()
     results["run_seconds"] = round(time.perf_counter() - started, 1)
     return results
