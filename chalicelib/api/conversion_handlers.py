@@ -33,8 +33,9 @@ def convert_record(record) -> dict:
     from chalicelib.observability import get_logger
     from chalicelib.services import conversions
 
-    attributes = record.message_attributes
-    signature = attributes["signature"].string_value if "signature" in attributes else None
+    # Read from the raw attribute: a Binary-typed `signature` has no stringValue and is simply no signature.
+    raw_signature = (record.raw_event.get("messageAttributes") or {}).get("signature") or {}
+    signature = raw_signature.get("stringValue") if isinstance(raw_signature.get("stringValue"), str) else None
     result, result_queue = conversions.process_message(
         deps.get_ledger_store(), deps.get_identity_store(), record.body, signature, deps.get_clock(),
     )

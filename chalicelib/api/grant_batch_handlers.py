@@ -39,9 +39,10 @@ def post_chunk_record(record) -> dict:
         message = json.loads(record.body)
         municipality_code, batch_id, chunk_number = (message["municipality_code"], message["batch_id"],
                                                      int(message["chunk_number"]))
-        if not (isinstance(municipality_code, str) and isinstance(batch_id, str) and 0 <= chunk_number < 10**6):
+        if not (isinstance(municipality_code, str) and municipality_code and isinstance(batch_id, str) and batch_id
+                and 0 <= chunk_number < 10**6):
             raise TypeError("grant batch message fields")
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
         # Only the platform writes this queue: an unreadable message is a bug to log, not one to retry.
         get_logger().error("unreadable grant batch message", extra={"message_id": record.message_id})
         return {"skipped": "unreadable"}

@@ -81,6 +81,11 @@ def _peek(body: str) -> tuple[dict | None, str | None, str | None]:
         return None, None, None
     if not isinstance(data, dict):
         return None, None, None
+    try:
+        # JSON may escape lone surrogates ("\ud800") that no identifier, store or result message can hold.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, None, None
     partner_id = data.get("partner_id") if isinstance(data.get("partner_id"), str) else None
     txn = data.get("partner_txn_id") if isinstance(data.get("partner_txn_id"), str) else None
     return data, partner_id, txn
@@ -89,7 +94,8 @@ def _peek(body: str) -> tuple[dict | None, str | None, str | None]:
 def parse_message(data: dict) -> ConversionMessage:
     expected = {"version", "partner_id", "partner_txn_id", "mykey_id", "municipality_code", "partner_points",
                 "campaign_code", "occurred_at"}
-    if set(data) != expected or data["version"] != MESSAGE_VERSION:
+    # `type(...) is int`: JSON's true and 1.0 compare equal to 1 in Python but are not version 1.
+    if set(data) != expected or type(data["version"]) is not int or data["version"] != MESSAGE_VERSION:
         raise Rejected("malformed_message")
     txn = data["partner_txn_id"]
     if not isinstance(txn, str) or not 1 <= len(txn) <= 128:

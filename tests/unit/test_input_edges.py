@@ -56,3 +56,25 @@ class _Record:
                                   json.dumps({"municipality_code": 252034, "batch_id": "b", "chunk_number": 0})])
 def test_grant_batch_message__unreadable__is_logged_and_dropped_not_retried(body):
     assert grant_batch_handlers.post_chunk_record(_Record(body)) == {"skipped": "unreadable"}
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"municipality_code": "252034", "batch_id": "b", "chunk_number": 0}).replace("0}", "1e400}"),
+    json.dumps({"municipality_code": "", "batch_id": "b", "chunk_number": 0}),
+    json.dumps({"municipality_code": "252034", "batch_id": "", "chunk_number": 0})])
+def test_grant_batch_message__infinite_chunk_or_empty_keys__is_dropped_not_retried(body):
+    assert grant_batch_handlers.post_chunk_record(_Record(body)) == {"skipped": "unreadable"}
+
+
+def test_partner_message__lone_surrogate__is_unreadable_not_a_crash():
+    assert conversions._peek('{"partner_id": "p", "partner_txn_id": "\\ud800"}') == (None, None, None)
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_partner_message__version_that_only_compares_equal_to_1__is_refused(version):
+    message = {"version": version, "partner_id": "p", "partner_txn_id": "t", "mykey_id": "ABCD2345",
+               "municipality_code": None, "partner_points": 10, "campaign_code": None,
+               "occurred_at": "2026-11-27T10:00:00+09:00"}
+    with pytest.raises(Exception) as refused:
+        conversions.parse_message(message)
+    assert not isinstance(refused.value, (TypeError, KeyError))
