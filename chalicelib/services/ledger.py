@@ -387,8 +387,8 @@ def _budget_shard_covering(store: ports.LedgerStore, municipality: ports.Municip
         try:
             store.move_counter(counter_id, target, portion)
             needed -= portion
-        except ports.CounterConditionFailed:
-            continue  # that shard was spent meanwhile; the caller's retry re-reads
+        except (ports.CounterConditionFailed, ports.WriteContention):
+            continue  # that shard was spent or contended meanwhile; the caller's retry re-reads
     return preferred
 
 

@@ -13,6 +13,8 @@ outcome.
 """
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -181,8 +183,14 @@ def confirm(store, operator: dict, hold_id: str, destination_account: str, amoun
     transfer = _finish_transfer(hold, ports.TRANSFER_OUT, pending_account(hold["municipality_code"]),
                                 operator_account(operator["operator_id"]), now, wallet.balance)
     try:
-        store.finish_hold(transfer, hold_id, POSTED, None, None, deadline_after=int(now))
-        return {**hold, "state": POSTED, "finished_at": transfer.posted_at}
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                store.finish_hold(transfer, hold_id, POSTED, None, None, deadline_after=int(now))
+                return {**hold, "state": POSTED, "finished_at": transfer.posted_at}
+            except ports.WriteContention:
+                # Throttled or in conflict with another transaction on the hold: the same posting, again.
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+        raise errors.ConcurrentUpdate()
     except (ports.HoldNotPending, ports.TransferAlreadyPosted):
         current = store.get_hold(hold_id)
         if current["state"] == POSTED:

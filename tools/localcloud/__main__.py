@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print("chalice local を起動しています…", flush=True)
         chalice_log = open(logs_dir / "chalice.log", "ab")
         chalice_process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1", "--port", str(arguments.port),
-             "--stage", "dev", "--no-autoreload"],
+            [sys.executable, "-m", "tools.localcloud.chalice_local", "local", "--host", "127.0.0.1", "--port",
+             str(arguments.port), "--stage", "dev", "--no-autoreload"],
             cwd=REPOSITORY_ROOT, env={**os.environ, **environment}, stdout=chalice_log, stderr=subprocess.STDOUT,
         )
         base_url = f"http://127.0.0.1:{arguments.port}"
