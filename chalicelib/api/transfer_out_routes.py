@@ -152,8 +152,7 @@ def put_operator(operator_id):
 @transfer_out_api.route("/v1/municipalities/{code}/transfer-programmes/{programme_id}", methods=["PUT"])
 @endpoint(transfer_out_api)
 def put_programme(code, programme_id):
-    import re
-
+    from chalicelib.domain.accounts import compile_account_pattern
     from chalicelib.services import staff
 
     municipality_code, session = staff_session(transfer_out_api, code, staff.APPROVER)
@@ -161,9 +160,11 @@ def put_programme(code, programme_id):
     refuse_unknown_fields(body, {"operator_id", "name", "account_pattern", "check_digit", "hold_seconds", "active"})
     pattern, rule = required(body, "account_pattern"), required(body, "check_digit")
     try:
-        re.compile(pattern)
-    except (re.error, TypeError) as error:
-        raise errors.ValidationFailed("account_pattern は正規表現です。", field="account_pattern") from error
+        compile_account_pattern(pattern)
+    except ValueError as error:
+        raise errors.ValidationFailed(
+            "account_pattern は口座番号の形式です（文字・文字クラス・\\d と ? * + {n} {m,n} のみ、グループと | は使えません）。",
+            field="account_pattern") from error
     if rule not in CHECK_DIGIT_RULES:
         raise errors.ValidationFailed("check_digit は luhn または none です。", field="check_digit")
     hold_seconds = body.get("hold_seconds", 3 * 86400)

@@ -277,3 +277,14 @@ def test_stopped_operator__nothing_is_held(transfers):
     response = transfers.request(mykey, 100)
     assert response.status_code == 404 and _code(response) == "programme_not_found"
     assert world.store.get_wallet(mykey, world.home_code).balance == 1000
+
+
+@pytest.mark.parametrize("pattern", ["(0+)+1", "(a|aa)*b", "[0-9]{4}|.*"])
+def test_programme__pattern_that_could_backtrack_for_ever__is_refused_and_the_old_one_kept(transfers, pattern):
+    approver = transfers.http.sign_in("approver")
+    response = transfers.http.staff(
+        approver, "PUT", f"/v1/municipalities/{transfers.world.home_code}/transfer-programmes/{transfers.programme_id}",
+        {"operator_id": transfers.operator_id, "name": "黒壁商店街カード", "account_pattern": pattern, "check_digit": "none"})
+    assert response.status_code == 400 and _code(response) == "validation_failed"
+    assert response.json_body["error"]["field"] == "account_pattern"
+    assert transfers.world.store.get_programme(transfers.programme_id)["account_pattern"] == "[0-9]{16}"
