@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit bench install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
+.PHONY: run test unit bench soak install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
@@ -16,6 +16,15 @@ test: install ## Run the whole test suite; starts and stops every service it use
 
 bench: install ## Benchmarks (issue 9): writes bench/results/latest.json, bench/results/chart.png and BENCHMARKS.md
 	$(PY) -m bench.run
+
+# The long fault-injection simulation (issue 10): SOAK_SEEDS × SOAK_OPERATIONS operations (≥ 100,000) against
+# its own DynamoDB Local; takes most of an hour on a 2-core machine. The report runs whatever the outcome.
+SOAK_SEEDS ?= 1-20
+SOAK_OPERATIONS ?= 5000
+SOAK_JOBS ?= 2
+soak: install ## Fault-injection simulation, ≥ 100,000 operations: writes reliability/results/simulation.json, latest.json and RELIABILITY.md
+	$(PY) -m reliability.simulation --seeds $(SOAK_SEEDS) --operations $(SOAK_OPERATIONS) --jobs $(SOAK_JOBS) --keep-going; \
+	status=$$?; $(PY) -m reliability.report; exit $$status
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -48,6 +48,7 @@ def endpoint(app_or_blueprint) -> Callable:
         def wrapped(*args, **kwargs):
             request = app_or_blueprint.current_request
             try:
+                _refuse_individual_numbers_in_address(request)
                 return view(*args, **kwargs)
             except errors.DomainError as error:
                 request.context["error_code"] = error.code
@@ -124,6 +125,17 @@ def _refuse_individual_numbers(value: Any, path: str) -> None:
             _refuse_individual_numbers(child, f"{path}[{index}]")
     elif isinstance(value, str) and identifiers.looks_like_individual_number(value.strip()):
         raise errors.IndividualNumberForbidden(field=path or None)
+
+
+def _refuse_individual_numbers_in_address(request) -> None:
+    """Path parameters and query values are identifier fields too: refused before anything reads them."""
+    for name, value in sorted((request.uri_params or {}).items()):
+        _refuse_individual_numbers(value, name)
+    query = request.query_params or {}
+    for name in sorted(query):
+        values = query.getlist(name) if hasattr(query, "getlist") else [query[name]]
+        for value in values:
+            _refuse_individual_numbers(value, name)
 
 
 def required(body: dict, field: str) -> Any:
