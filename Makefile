@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit bench soak install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
+.PHONY: run test unit bench fuzz soak install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
@@ -22,6 +22,13 @@ bench: install ## Benchmarks (issue 9): writes bench/results/latest.json, bench/
 SOAK_SEEDS ?= 1-20
 SOAK_OPERATIONS ?= 5000
 SOAK_JOBS ?= 2
+# Longer fuzzing than `make test` (10 examples per operation there): FUZZ_EXAMPLES per operation, then the report.
+FUZZ_EXAMPLES ?= 100
+fuzz: install ## Property-based fuzzing of every HTTP input and queue message, and the attack suite, at FUZZ_EXAMPLES per operation
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz_http.py \
+		tests/integration/test_fuzz_queue.py tests/integration/test_attacks.py; \
+	status=$$?; $(PY) -m reliability.report; exit $$status
+
 soak: install ## Fault-injection simulation, ≥ 100,000 operations: writes reliability/results/simulation.json, latest.json and RELIABILITY.md
 	$(PY) -m reliability.simulation --seeds $(SOAK_SEEDS) --operations $(SOAK_OPERATIONS) --jobs $(SOAK_JOBS) --keep-going; \
 	status=$$?; $(PY) -m reliability.report; exit $$status
