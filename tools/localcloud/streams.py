@@ -84,7 +84,11 @@ class StreamDelivery:
              "awsRegion": record.get("awsRegion", "ap-northeast-1")}
             for record in records
         ]}
-        response = self._handler(event, _LocalContext()) or {}
+        try:
+            response = self._handler(event, _LocalContext()) or {}
+        except Exception:  # noqa: BLE001 - as for Lambda, a failed invocation is the whole batch again
+            LOG.exception("stream batch failed")
+            return records[0]["dynamodb"]["SequenceNumber"]
         failures = response.get("batchItemFailures") or []
         return failures[0]["itemIdentifier"] if failures else None
 
