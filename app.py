@@ -11,6 +11,7 @@ from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
 from chalicelib.api.partner_routes import partner_api
 from chalicelib.api.portal_routes import portal_api
+from chalicelib.api.projection_handlers import projection_handlers
 from chalicelib.api.report_routes import report_api
 from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.tenant_handlers import tenant_handlers
@@ -34,4 +35,5 @@ app.register_blueprint(report_api)
 app.register_blueprint(grant_batch_api)
 app.register_blueprint(grant_batch_handlers)
 app.register_blueprint(tenant_handlers)
+app.register_blueprint(projection_handlers)
 app.register_middleware(http_middleware, "http")

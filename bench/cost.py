@@ -151,6 +151,13 @@ def per_million(results: dict) -> dict:
         lines["conversion"] = _line(
             drain["handler_ms_per_batch_p50"], 1 / batch, 0, drain["rcu_per_message"], drain["wcu_per_message"],
             1 + 2 / batch + 1, memory_mb, f"one partner message, in batches of {batch} through the SQS handler")
+    listing = results.get("projection") or {}
+    if listing.get("transfers"):
+        batch = listing["batch_size"]
+        # Per transfer: its two list entries, and a share of the stream consumer's invocation.
+        lines["transfer_listing"] = _line(
+            listing["ms_per_transfer"] * batch, 1 / batch, 0, 0, listing["wcu_per_transfer"], 0, memory_mb,
+            f"the list entries of one transfer, written by project_transfers from the stream in batches of {batch}")
     return {"lambda_memory_mb": memory_mb, "lambda_architecture": "arm64", "deployed_api": deployed_api_type(),
             "headline_api": "HTTP API", "per_million": lines}
 
@@ -171,11 +178,14 @@ def expense_ratio(results: dict, costs: dict) -> dict:
     def yearly(api: str) -> dict:
         key = "total_usd" if api == "http" else "total_rest_api_usd"
         variable = {name: volume * lines[name][key] / 1e6 for name, volume in volumes.items() if name in lines and volume}
+        if "transfer_listing" in lines:
+            # Every movement is listed once from the stream (payments, refunds, grants, conversions).
+            variable["transfer_listing"] = sum(volumes.values()) * lines["transfer_listing"]["total_usd"] / 1e6
         alarms = alarm_count() * _price("cloudwatch_alarm_per_month") * 12 / model["tenants_sharing_fixed_costs"]
         transfer_bytes = (results.get("operations", {}).get("payment", {}).get("transfer_item_bytes") or 1024)
         transfers = payments + refunds + grants + conversions
-        # Upper bound: a full year's transfer records stored all year, each in the table and three index copies.
-        storage = transfers * transfer_bytes * 4 / 1e9 * _price("dynamodb_storage_per_gb_month") * 12
+        # Upper bound: a full year's transfer records stored all year, each in the table and its two list copies.
+        storage = transfers * transfer_bytes * 3 / 1e9 * _price("dynamodb_storage_per_gb_month") * 12
         total = sum(variable.values()) + alarms + storage
         return {"variable_usd": {name: rounded(value, 4) for name, value in variable.items()},
                 "alarms_usd": rounded(alarms, 2), "storage_upper_bound_usd": rounded(storage, 4),

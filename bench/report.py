@@ -223,6 +223,11 @@ def _capacity_table(results: dict) -> str:
                      fmt(op.get("wcu_floor")), ", ".join(op.get("floor_items", [])),
                      f"≤ {fmt(goals['payment_wcu'])} WCU, ≤ {fmt(goals['payment_rcu'])} RCU" if is_payment else "",
                      f"WCU {met(op['wcu'] <= goals['payment_wcu'])}, RCU {met(op['rcu'] <= goals['payment_rcu'])}" if is_payment else ""])
+    listing = results.get("projection") or {}
+    if listing.get("transfers"):
+        # Not part of any request: written after each movement's transaction, from the transfers stream.
+        rows.append(["transfer listing (stream, per transfer)", "0", "0", fmt(listing["wcu_per_transfer"]), "0", "",
+                     "BatchWriteItem: transfer_index entries by municipality and by MyKey ID", "", ""])
     return table(["operation", "RCU", "RCU min", "WCU", "of which GSI", "WCU floor", "items written (floor)", "goal", "met?"], rows)
 
 

@@ -184,8 +184,13 @@ def run(arguments: argparse.Namespace) -> dict:
             state: dict = {"bulk_world": None}
 
             def service_operations() -> None:
+                from tools.localcloud.streams import transfer_stream_delivery
+
+                listing = operations.measure_projection(meter, transfer_stream_delivery(stack.database.endpoint_url))
                 for spec in operations.service_operations(bench):
                     results["operations"][spec.name] = operations.run_operation(spec, meter, replayer, floor_client)
+                # The transfers these operations posted, listed from the stream afterwards.
+                results["projection"] = operations.finish_projection(meter, listing)
 
             def http_operations() -> None:
                 from chalice.test import Client

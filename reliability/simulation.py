@@ -436,6 +436,18 @@ class FaultyIdentityStore:
     get_mykey = _faulty_read("get_mykey")
 
 
+_STREAM_DELIVERY = None
+
+
+def _transfer_stream():
+    global _STREAM_DELIVERY
+    if _STREAM_DELIVERY is None:
+        from tools.localcloud.streams import transfer_stream_delivery
+
+        _STREAM_DELIVERY = transfer_stream_delivery(os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"), REGION)
+    return _STREAM_DELIVERY
+
+
 class SummaryTee:
     """Hands `ledger.summary` the checker's store and keeps every transfer it reads, for the id checks."""
 
@@ -446,6 +458,9 @@ class SummaryTee:
         return getattr(self._inner, name)
 
     def transfers_of_municipality(self, municipality_code, start=None, end=None):
+        # The lists are stream-fed (chalicelib/storage/projection.py): deliver what the stream holds, through
+        # the real projection handler, before reading them, as Lambda would have done a moment later.
+        _transfer_stream().deliver_pending()
         for posted in self._inner.transfers_of_municipality(municipality_code, start, end):
             self.posted.append(posted)
             yield posted
@@ -1747,6 +1762,7 @@ class Simulation:
             self._check_transfer_ids(code, tee.posted)
             allocations_from_reserve += sum(p.amount for p in tee.posted if p.kind == ports.RESERVE_ALLOCATION)
         # The reserve: conversions into it minus allocations out of it is what reserves hold.
+        _transfer_stream().deliver_pending()
         reserve_posted = list(store.transfers_of_municipality(ports.RESERVE))
         reserves = list(store.wallets_of_municipality(ports.RESERVE))
         self._check_wallets(ports.RESERVE, reserves)

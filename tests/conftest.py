@@ -6,6 +6,7 @@ other's data. Unit tests never touch it: they use the in-memory fakes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import uuid
@@ -47,7 +48,36 @@ def table_prefix(dynamodb_client):
     prefix = f"test{uuid.uuid4().hex[:8]}-"
     create_tables(dynamodb_client, prefix)
     bind_models(prefix, REGION)
-    return prefix
+    with deliver_stream_before_list_reads(dynamodb_local_url(dynamodb_client)):
+        yield prefix
+
+
+def dynamodb_local_url(dynamodb_client) -> str:
+    return dynamodb_client.meta.endpoint_url
+
+
+@contextlib.contextmanager
+def deliver_stream_before_list_reads(endpoint_url: str):
+    """Transfer lists are fed from the transfers table's stream, a second behind in AWS. Here every list
+    read first delivers what the stream holds, through the real projection handler, so a test reads
+    the lists complete (`tools/localcloud/streams.py`; `make run` delivers from a thread instead)."""
+    from chalicelib.storage.dynamo import DynamoLedgerStore
+    from tools.localcloud.streams import transfer_stream_delivery
+
+    delivery = transfer_stream_delivery(endpoint_url, REGION)
+    patch = pytest.MonkeyPatch()
+    for name in ("transfers_of_municipality", "transfers_of_mykey"):
+        original = getattr(DynamoLedgerStore, name)
+
+        def delivered_first(self, *arguments, _original=original, **keywords):
+            delivery.deliver_pending()
+            return _original(self, *arguments, **keywords)
+
+        patch.setattr(DynamoLedgerStore, name, delivered_first)
+    try:
+        yield delivery
+    finally:
+        patch.undo()
 
 
 @pytest.fixture

@@ -61,6 +61,17 @@ RUNTIME_QUEUE_PATTERN = "points-*"
 # Who sends where (the code cannot tell a generator which queues it writes to).
 SENDS_TO_RUNTIME_QUEUES = frozenset({API_FUNCTION_NAME, "handle_partner_conversions"})
 
+# Plain Lambda functions that consume a table's stream (Chalice's on_dynamodb_record wants the stream ARN
+# at import time): function name -> the table's base name. Wired with ReportBatchItemFailures, bisection
+# and an on-failure SQS destination, like the queues' consumers.
+STREAM_CONSUMERS = {"project_transfers": "transfers"}
+STREAM_BATCH_SIZE = 100
+STREAM_MAXIMUM_RETRY_ATTEMPTS = 10
+# An alarm when the projection falls a minute behind: reports and histories would be missing transfers.
+STREAM_ITERATOR_AGE_ALARM_MILLISECONDS = 60_000
+DYNAMODB_STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                           "dynamodb:ListStreams")
+
 # DynamoDB rights: every item operation the stores use (transactions are authorised per item action).
 # Scan only where the code scans: reports and statements (API) and the daily jobs.
 DYNAMODB_ITEM_ACTIONS = (
@@ -90,8 +101,9 @@ class UnsupportedHandler(Exception):
 class FunctionSpec:
     name: str
     handler: str
-    kind: str  # "api" | "sqs" | "schedule" | "pure"
+    kind: str  # "api" | "sqs" | "schedule" | "stream" | "pure"
     queue: str | None = None
+    stream_table: str | None = None
     batch_size: int | None = None
     batching_window: int = 0
     maximum_concurrency: int | None = None
@@ -117,6 +129,16 @@ def camel(name: str) -> str:
 
 def queue_logical_id(queue_name: str) -> str:
     return camel(queue_name.removeprefix("points-")) + "Queue"
+
+
+def table_logical_id(base_name: str) -> str:
+    from chalicelib.storage.schema import _logical_id
+
+    return _logical_id(base_name)
+
+
+def stream_failure_queue_id(spec: "FunctionSpec") -> str:
+    return camel(spec.name) + "FailuresQueue"
 
 
 def dead_letter_queue_name(queue_name: str) -> str:
@@ -177,7 +199,11 @@ def chalice_functions(application=None, config_from_disk: dict | None = None) ->
         else:
             raise UnsupportedHandler(f"{source.name}: {type(source).__name__} handlers are not in the platform template yet")
     for function in application.pure_lambda_functions:
-        specs.append(FunctionSpec(function.name, function.handler_string, "pure"))
+        if function.name in STREAM_CONSUMERS:
+            specs.append(FunctionSpec(function.name, function.handler_string, "stream",
+                                      stream_table=STREAM_CONSUMERS[function.name]))
+        else:
+            specs.append(FunctionSpec(function.name, function.handler_string, "pure"))
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise UnsupportedHandler(f"two handlers share a name: {sorted(names)}")
@@ -248,6 +274,19 @@ def _role(spec: FunctionSpec, tables: dict, api_sends_to: list[str]) -> dict:
             "Resource": _table_resources(tables),
         },
     ]
+    if spec.stream_table:
+        statements.append({
+            "Sid": "ReadOwnStream",
+            "Effect": "Allow",
+            "Action": list(DYNAMODB_STREAM_ACTIONS),
+            "Resource": _get_att(table_logical_id(spec.stream_table), "StreamArn"),
+        })
+        statements.append({
+            "Sid": "SendFailedRecords",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": _get_att(stream_failure_queue_id(spec)),
+        })
     if spec.queue:
         statements.append({
             "Sid": "ConsumeOwnQueue",
@@ -315,6 +354,7 @@ def _function(spec: FunctionSpec) -> dict:
         "api": "the HTTP API (every Chalice route)",
         "sqs": f"SQS consumer of {spec.queue}",
         "schedule": f"scheduled job, {spec.schedule}",
+        "stream": f"consumer of the {spec.stream_table} table's stream",
         "pure": "CloudFormation custom resource (municipality onboarding)" if spec.name == "register_tenant"
         else "plain Lambda function",
     }[spec.kind]
@@ -371,6 +411,55 @@ def _queues(queue_name: str, consumer_timeout: int) -> dict:
             f"{MAX_RECEIVE_COUNT} times and wait for an operator (python -m tools.dead_letters).",
             "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(dead_letter_id, "QueueName")},
             statistic="Maximum",
+        ),
+    }
+
+
+def _stream_consumer(spec: FunctionSpec) -> dict:
+    """The mapping from a table's stream to its consumer, where records that keep failing go, and alarms."""
+    failures_id = stream_failure_queue_id(spec)
+    failures_name = "points-" + spec.name.replace("_", "-") + "-failures"
+    return {
+        spec.base + "EventSourceMapping": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": _get_att(table_logical_id(spec.stream_table), "StreamArn"),
+                "FunctionName": {"Ref": spec.logical_id},
+                "StartingPosition": "TRIM_HORIZON",
+                "BatchSize": STREAM_BATCH_SIZE,
+                "Enabled": True,
+                # Retry from the first record the handler reports, not the whole batch; halve a batch that
+                # keeps failing to isolate its record; after the retries, its description goes to the queue.
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "BisectBatchOnFunctionError": True,
+                "MaximumRetryAttempts": STREAM_MAXIMUM_RETRY_ATTEMPTS,
+                "DestinationConfig": {"OnFailure": {"Destination": _get_att(failures_id)}},
+            },
+        },
+        failures_id: {
+            "Type": "AWS::SQS::Queue",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "QueueName": failures_name,
+                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
+        },
+        failures_id + "DepthAlarm": _metric_alarm(
+            f"{failures_name}-not-empty",
+            f"Stream records of the {spec.stream_table} table that {spec.name} could not process after "
+            f"{STREAM_MAXIMUM_RETRY_ATTEMPTS} retries: the transfer lists miss them until an operator replays them "
+            "(python -m chalicelib.storage.projection --backfill re-lists every transfer).",
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(failures_id, "QueueName")},
+            statistic="Maximum",
+        ),
+        spec.base + "IteratorAgeAlarm": _alarm(
+            f"{spec.name}-behind",
+            f"{spec.name} is more than {STREAM_ITERATOR_AGE_ALARM_MILLISECONDS // 1000} s behind the "
+            f"{spec.stream_table} table: reports and resident histories lag the ledger.",
+            Namespace="AWS/Lambda", MetricName="IteratorAge", Statistic="Maximum", Period=60,
+            Dimensions=[{"Name": "FunctionName", "Value": {"Ref": spec.logical_id}}],
+            Threshold=STREAM_ITERATOR_AGE_ALARM_MILLISECONDS,
         ),
     }
 
@@ -492,6 +581,8 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
                 "Description": f"URL of {dead_letter_queue_name(spec.queue)}",
                 "Value": {"Ref": dead_letters},
             }
+        elif spec.kind == "stream":
+            resources.update(_stream_consumer(spec))
         elif spec.kind == "schedule":
             resources[spec.base + "Schedule"] = {
                 "Type": "AWS::Events::Rule",

@@ -35,6 +35,7 @@ from chalicelib.storage.models import (
     PartnerModel,
     TerminalModel,
     TransferProgrammeModel,
+    TransferIndexModel,
     TransferModel,
     WalletModel,
 )
@@ -245,29 +246,39 @@ class DynamoLedgerStore:
     def transfers_of_municipality(
         self, municipality_code: str, start: str | None = None, end: str | None = None
     ) -> Iterator[ports.PostedAmount]:
-        if start and end:
-            condition = TransferModel.posted_at.between(start, end)
+        """The municipality's transfers posted from `start` to `end` (inclusive), from `transfer_index`:
+        what the stream has delivered, about a second behind the ledger in AWS."""
+        from chalicelib.storage import projection
+
+        upper = end + projection.SORT_KEY_END_SUFFIX if end else None
+        if start and upper:
+            condition = TransferIndexModel.sort_key.between(start, upper)
         elif start:
-            condition = TransferModel.posted_at >= start
-        elif end:
-            condition = TransferModel.posted_at <= end
+            condition = TransferIndexModel.sort_key >= start
+        elif upper:
+            condition = TransferIndexModel.sort_key <= upper
         else:
             condition = None
         for shard in range(MUNICIPALITY_INDEX_SHARDS):
-            for item in TransferModel.by_municipality.query(f"{municipality_code}#{shard}", condition):
+            key = projection.municipality_index_key(f"{municipality_code}#{shard}")
+            for item in TransferIndexModel.query(key, condition):
+                transfer = item.transfer.as_dict()
                 yield ports.PostedAmount(
-                    transfer_id=item.transfer_id,
-                    kind=item.kind,
-                    amount=int(item.amount),
-                    merchant_id=item.merchant_id,
-                    posted_at=item.posted_at,
+                    transfer_id=transfer["transfer_id"],
+                    kind=transfer["kind"],
+                    amount=int(transfer["amount"]),
+                    merchant_id=transfer.get("merchant_id"),
+                    posted_at=transfer["posted_at"],
                 )
 
     def transfers_of_mykey(self, mykey_id: str, municipality_code: str | None = None, limit: int = 100) -> list[ports.Transfer]:
+        from chalicelib.storage import projection
+
         # PynamoDB's limit counts items after the filter, fetching further pages as needed.
-        condition = TransferModel.municipality_code == municipality_code if municipality_code else None
-        items = TransferModel.by_mykey.query(mykey_id, filter_condition=condition, scan_index_forward=False, limit=limit)
-        return [_transfer_from_model(item) for item in items]
+        condition = TransferIndexModel.municipality_code == municipality_code if municipality_code else None
+        items = TransferIndexModel.query(projection.mykey_index_key(mykey_id), filter_condition=condition,
+                                         scan_index_forward=False, limit=limit)
+        return [_transfer_from_model(TransferModel(**item.transfer.as_dict())) for item in items]
 
     # -- writes --------------------------------------------------------------------------------------
 

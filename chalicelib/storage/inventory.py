@@ -72,7 +72,7 @@ TABLES: dict[str, dict] = {
             "credit_account": "The account points reach.",
             "amount": "Points moved (1 point = 1 yen).",
             "municipality_code": "Whose points they are.",
-            "municipality_shard": "Spreads a municipality's transfers over index partitions (no hot items).",
+            "municipality_shard": "Which of the municipality's list partitions in transfer_index lists it (no hot items).",
             "mykey_id": "The resident's MyKey ID, for their own history.",
             "posted_at": "When the transfer was posted (UTC).",
             "request_fingerprint": "SHA-256 of the request body: tells a retry from a different request with the same id.",
@@ -87,6 +87,17 @@ TABLES: dict[str, dict] = {
             "partner_txn_id": "The partner's own transaction id, for reconciliation.",
             "partner_points": "The partner's points converted, as the partner counts them.",
             "campaign_code": "The campaign whose rate applied, if any.",
+        },
+    },
+    "transfer_index": {
+        "why": "The transfers listed by municipality (reports) and by resident (their own history), copied from the "
+               "transfers table's stream after each movement commits, so that no index is written inside the movement's "
+               "transaction.",
+        "attributes": {
+            "index_key": "Which list: municipality#{code}#{shard} (sharded: no hot partition) or mykey#{MyKey ID}.",
+            "sort_key": "posted_at#transfer_id: the list's time order.",
+            "municipality_code": "Whose points, to narrow a resident's list to one municipality.",
+            "transfer": "A copy of the transfer record as posted (the attributes of `transfers` above).",
         },
     },
     "wallets": {

@@ -26,33 +26,6 @@ MUNICIPALITY_INDEX_SHARDS = 10
 EXPIRY_INDEX_SHARDS = 16
 
 
-class ByMunicipalityIndex(GlobalSecondaryIndex):
-    class Meta:
-        index_name = "by_municipality"
-        projection = IncludeProjection(["kind", "amount", "merchant_id", "transfer_id"])
-
-    municipality_shard = UnicodeAttribute(hash_key=True)
-    posted_at = UnicodeAttribute(range_key=True)
-
-
-class ByMykeyIndex(GlobalSecondaryIndex):
-    class Meta:
-        index_name = "by_mykey"
-        projection = AllProjection()
-
-    mykey_id = UnicodeAttribute(hash_key=True)
-    posted_at = UnicodeAttribute(range_key=True)
-
-
-class ByMerchantIndex(GlobalSecondaryIndex):
-    class Meta:
-        index_name = "by_merchant"
-        projection = IncludeProjection(["kind", "amount", "municipality_code", "transfer_id", "terminal_id"])
-
-    merchant_id = UnicodeAttribute(hash_key=True)
-    posted_at = UnicodeAttribute(range_key=True)
-
-
 class ByPartnerIndex(GlobalSecondaryIndex):
     class Meta:
         index_name = "by_partner"
@@ -70,6 +43,9 @@ class TransferModel(Model):
         base_name = "transfers"
         table_name = "transfers"
         billing_mode = "pay_per_request"
+        # Every new transfer reaches `transfer_index` through this stream (chalicelib/storage/projection.py):
+        # the lists by municipality and by resident cost no write in the movement's own transaction.
+        stream_view_type = "NEW_IMAGE"
 
     transfer_id = UnicodeAttribute(hash_key=True)
     kind = UnicodeAttribute()
@@ -93,10 +69,30 @@ class TransferModel(Model):
     partner_points = NumberAttribute(null=True)
     campaign_code = UnicodeAttribute(null=True)
 
-    by_municipality = ByMunicipalityIndex()
-    by_mykey = ByMykeyIndex()
-    by_merchant = ByMerchantIndex()
     by_partner = ByPartnerIndex()
+
+
+class TransferIndexModel(Model):
+    """The transfers listed by municipality (sharded) and by resident, fed from the transfers table's stream.
+
+    A global secondary index on the transfers table would be written inside every movement's transaction,
+    at the transactional price (2 write units per index per transfer, measured on DynamoDB Local); these
+    entries are written after the transaction, once per list, by `project_transfers`. Entries are
+    immutable copies, so redelivered stream records simply write them again. Lists lag the ledger by the
+    stream's delivery delay (about a second in AWS); balances never do.
+    """
+
+    class Meta:
+        base_name = "transfer_index"
+        table_name = "transfer_index"
+        billing_mode = "pay_per_request"
+
+    # `municipality#{code}#{shard}` or `mykey#{mykey_id}`.
+    index_key = UnicodeAttribute(hash_key=True)
+    # `{posted_at}#{transfer_id}`: time order, unique.
+    sort_key = UnicodeAttribute(range_key=True)
+    municipality_code = UnicodeAttribute()
+    transfer = MapAttribute()
 
 
 class ByExpiryIndex(GlobalSecondaryIndex):
@@ -556,6 +552,7 @@ class GrantBatchChunkModel(Model):
 
 ALL_MODELS: tuple[type[Model], ...] = (
     TransferModel,
+    TransferIndexModel,
     WalletModel,
     CounterModel,
     MunicipalityModel,

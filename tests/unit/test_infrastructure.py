@@ -240,9 +240,11 @@ def test_generator__a_new_sqs_handler_gets_its_function_queue_dead_letters_and_m
 def test_sqs_event_source_mappings__report_batch_item_failures_with_the_handlers_batch_size(app, template):
     from chalice.app import SQSEventConfig
 
+    from tools.infrastructure import STREAM_CONSUMERS
+
     mappings = _of_type(template, "AWS::Lambda::EventSourceMapping")
     consumers = [source for source in app.event_sources if type(source) is SQSEventConfig]
-    assert len(mappings) == len(consumers) >= 2
+    assert len(mappings) == len(consumers) + len(STREAM_CONSUMERS) and len(consumers) >= 2
     for mapping in mappings.values():
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     for source in consumers:
@@ -251,6 +253,29 @@ def test_sqs_event_source_mappings__report_batch_item_failures_with_the_handlers
         [mapping] = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": function_id}]
         assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
         assert mapping["Properties"]["BatchSize"] == source.batch_size
+
+
+def test_stream_consumer__reads_the_transfers_stream_with_partial_failures_bisection_and_a_failure_queue(app, template):
+    tables = _of_type(template, "AWS::DynamoDB::Table")
+    assert tables["TransfersTable"]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert "GlobalSecondaryIndexes" not in tables["TransfersTable"]["Properties"] or all(
+        index["IndexName"] == "by_partner" for index in tables["TransfersTable"]["Properties"]["GlobalSecondaryIndexes"])
+    [function] = [f for f in app.pure_lambda_functions if f.name == "project_transfers"]
+    function_id, _ = _function_with_handler(template, function.handler_string)
+    [mapping] = [m["Properties"] for m in _of_type(template, "AWS::Lambda::EventSourceMapping").values()
+                 if m["Properties"]["FunctionName"] == {"Ref": function_id}]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["TransfersTable", "StreamArn"]}
+    assert mapping["StartingPosition"] == "TRIM_HORIZON" and mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    failures_id = mapping["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    assert _of_type(template, "AWS::SQS::Queue")[failures_id]["Properties"]["QueueName"] == "points-project-transfers-failures"
+    watched = {dimension["Value"]["Fn::GetAtt"][0]
+               for alarm in _metric_alarms(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
+               for dimension in alarm["Dimensions"] if dimension["Name"] == "QueueName"}
+    assert failures_id in watched
+    assert any(alarm["MetricName"] == "IteratorAge" and alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+               for alarm in (resource["Properties"] for resource in _of_type(template, "AWS::CloudWatch::Alarm").values())
+               if "MetricName" in alarm)
 
 
 def test_consumed_queues__each_has_a_dead_letter_queue_with_redrive(app, template):
@@ -330,9 +355,13 @@ def test_iam__table_rights_are_limited_to_the_stacks_tables_and_their_indexes(te
     for name, statement in _statements(template):
         if not any(action.startswith("dynamodb:") for action in _data_actions(statement)):
             continue
+        stream_actions = all(action.startswith(("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                                                "dynamodb:ListStreams")) for action in _data_actions(statement))
         for resource in _as_list(statement["Resource"]):
             if "Fn::GetAtt" in resource:
-                assert resource["Fn::GetAtt"][0] in tables and resource["Fn::GetAtt"][1] == "Arn", (name, resource)
+                # Stream reads name the table's stream; every other right names a table.
+                attribute = "StreamArn" if stream_actions else "Arn"
+                assert resource["Fn::GetAtt"][0] in tables and resource["Fn::GetAtt"][1] == attribute, (name, resource)
             else:
                 match = re.fullmatch(r"\$\{(\w+)\.Arn\}/index/\*", resource.get("Fn::Sub", ""))
                 assert match and match.group(1) in tables, (name, resource)
@@ -403,12 +432,17 @@ def test_alarms__every_dead_letter_queue_has_a_depth_alarm(template):
         for resource in _of_type(template, "AWS::SQS::Queue").values() if "RedrivePolicy" in resource["Properties"]
     }
     assert len(dead_letter_ids) >= 2
+    failure_destinations = {
+        mapping["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        for mapping in _of_type(template, "AWS::Lambda::EventSourceMapping").values()
+        if "DestinationConfig" in mapping["Properties"]
+    }
     watched = {
         dimension["Value"]["Fn::GetAtt"][0]
         for alarm in _metric_alarms(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
         for dimension in alarm["Dimensions"] if dimension["Name"] == "QueueName" and alarm["Threshold"] == 0
     }
-    assert watched == dead_letter_ids
+    assert watched == dead_letter_ids | failure_destinations
 
 
 def test_alarms__every_function_has_errors_and_throttles_alarms(template):

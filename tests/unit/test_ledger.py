@@ -240,3 +240,36 @@ def test_summary__with_a_period__reports_net_change_and_current_outstanding(worl
     world.pay(mykey, 300)
     report = ledger.summary(world.store, world.home_code, start=start)
     assert (report["issued"], report["spent"], report["net_change"], report["outstanding"]) == (0, 300, -300, 700)
+
+
+class _GuardRecordingStore(FakeLedgerStore):
+    """Says whether the card binding came from the container's memory, and records the card guards sent."""
+
+    def __init__(self):
+        super().__init__()
+        self.remembered = False
+        self.guards = []
+
+    def card_for_payment(self, certificate_key):
+        return self.get_card(certificate_key), self.remembered
+
+    def post_transfer(self, transfer, wallet, counters, second_wallet=None, card_guard=None):
+        self.guards.append(card_guard)
+        return super().post_transfer(transfer, wallet, counters, second_wallet, card_guard)
+
+
+@pytest.mark.parametrize("remembered", [False, True])
+def test_payment__card_rechecked_in_the_transaction_only_when_its_binding_was_remembered(remembered):
+    world = build_world(_GuardRecordingStore(), seed=11)
+    mykey = world.add_card()
+    world.grant(mykey, 1000)
+    world.store.guards.clear()
+    world.store.remembered = remembered
+
+    world.pay(mykey, 100)
+
+    [guard] = world.store.guards
+    if remembered:
+        assert guard is not None and guard.mykey_id == mykey
+    else:
+        assert guard is None  # read a moment ago in this invocation: the transaction writes two items only

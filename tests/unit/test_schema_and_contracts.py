@@ -85,3 +85,12 @@ def test_server_code__never_imports_the_terminal_client_or_pyscard():
     for path in (ROOT / "chalicelib").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "terminal_client" not in text and "smartcard" not in text, path
+
+
+def test_transfers_table__has_no_index_written_by_every_movement():
+    # Lists by municipality and by resident come from the stream (transfer_index); only conversions carry
+    # the sparse partner index. An index here would be written inside every movement's transaction.
+    from chalicelib.storage.models import TransferModel
+
+    assert set(TransferModel._indexes) == {"by_partner"}
+    assert TransferModel.Meta.stream_view_type == "NEW_IMAGE"

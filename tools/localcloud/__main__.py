@@ -85,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         import boto3
 
         from chalicelib.api import dependencies
-        from chalicelib.storage.schema import create_tables
+        from chalicelib.storage import projection
+        from chalicelib.storage.schema import create_tables, enable_streams
 
         create_tables(boto3.client("dynamodb"), TABLE_PREFIX)
+        if enable_streams(boto3.client("dynamodb"), TABLE_PREFIX):
+            # A database kept from before the transfer lists were stream-fed: list what it already holds.
+            dependencies.get_ledger_store()
+            projection.backfill()
         # What `python -m tools.onboard` needs to reach this local cloud while it runs.
         (data_dir / "localcloud.json").write_text(json.dumps({
             "dynamodb_endpoint_url": database.endpoint_url, "sqs_endpoint_url": queues.endpoint_url,
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from tools.demo_seed import DEMO_PARTNER_RESULT_QUEUE
         from tools.localcloud.queues import create_platform_queues
         from tools.localcloud.sqs_poller import SqsPoller
+        from tools.localcloud.streams import transfer_stream_delivery
 
         sqs = boto3.client("sqs")
         create_platform_queues(sqs)
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         poller = SqsPoller(application.app, sqs)
         poller_thread = threading.Thread(target=poller.run_forever, args=(stop_requested,), daemon=True)
         poller_thread.start()
+        # The transfers table's stream to the transfer lists, as its event source mapping does in AWS.
+        streams = transfer_stream_delivery(database.endpoint_url, environment.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
+        threading.Thread(target=streams.run_forever, args=(stop_requested,), daemon=True).start()
 
         print("chalice local を起動しています…", flush=True)
         chalice_log = open(logs_dir / "chalice.log", "ab")
