@@ -106,3 +106,23 @@ def test_backfill__lists_transfers_posted_before_the_stream_existed(dynamo_world
     assert projection.backfill() >= 2
 
     assert len(_entries(grant.transfer_id)) == 2
+
+
+def test_enable_streams__turns_on_the_transfers_stream_of_a_table_created_without_it(dynamodb_client):
+    import uuid
+
+    from chalicelib.storage.schema import enable_streams, table_definitions
+
+    prefix = f"old{uuid.uuid4().hex[:8]}-"
+    [definition] = [d for d in table_definitions(prefix) if d["TableName"] == prefix + "transfers"]
+    dynamodb_client.create_table(**{key: value for key, value in definition.items() if key != "StreamSpecification"})
+    try:
+        assert "LatestStreamArn" not in dynamodb_client.describe_table(TableName=prefix + "transfers")["Table"]
+        # Only tables whose model asks for a stream are looked at (the other tables of this prefix do not exist).
+        assert enable_streams(dynamodb_client, prefix) == [prefix + "transfers"]
+        table = dynamodb_client.describe_table(TableName=prefix + "transfers")["Table"]
+        assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+        assert enable_streams(dynamodb_client, prefix) == []  # idempotent
+    finally:
+        dynamodb_client.delete_table(TableName=prefix + "transfers")
+
