@@ -279,6 +279,7 @@ def render_markdown(results: dict, sections: dict[str, str]) -> str:
     machine, goals = results["machine"], results["goals"]
     ops = results["operations"]
     payment = ops.get("payment", {})
+    repeat = ops.get("payment_repeat", {})
     cold, contention = results.get("cold_start", {}), results.get("contention", {})
     bulk, drain, card = results.get("bulk_grant", {}), results.get("queue_drain", {}), results.get("card_tap", {})
     expense = results.get("expense_ratio", {})
@@ -287,6 +288,9 @@ def render_markdown(results: dict, sections: dict[str, str]) -> str:
     glance = table(["figure", "goal", "measured", "met?"], [
         ["payment p50 ÷ its floor p50", f"≤ {fmt(goals['payment_ratio_p50'])}×", f"{fmt(payment.get('ratio_p50'))}×",
          met(payment.get("ratio_p50") <= goals["payment_ratio_p50"]) if payment.get("ratio_p50") else met(None)],
+        ["repeat payment (same container) p50 ÷ its floor p50", f"≤ {fmt(goals['payment_ratio_p50'])}×",
+         f"{fmt(repeat.get('ratio_p50'))}×",
+         met(repeat.get("ratio_p50") <= goals["payment_ratio_p50"]) if repeat.get("ratio_p50") else met(None)],
         ["payment WCU", f"≤ {fmt(goals['payment_wcu'])}", fmt(payment.get("wcu")), met(payment.get("wcu", 99) <= goals["payment_wcu"])],
         ["payment RCU", f"≤ {fmt(goals['payment_rcu'])}", fmt(payment.get("rcu")), met(payment.get("rcu", 99) <= goals["payment_rcu"])],
         ["`import app` ÷ `import boto3`", f"≤ {fmt(goals['cold_start_ratio'])}×", f"{fmt(cold.get('ratio'))}×",
