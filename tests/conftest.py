@@ -108,11 +108,14 @@ def table_snapshot(dynamodb_client, table_prefix):
 
     from chalicelib.storage.models import TTL_ATTRIBUTES
 
+    # DynamoDB Local's TTL sweeper deletes expired items (challenges, nonces, sessions of earlier tests)
+    # whenever it runs: an item may vanish between two snapshots without any request having touched it.
+    # Items that expire within two minutes of the test's start are left out of every snapshot of the test,
+    # the same ones each time; an item the test's own requests write expires later than that (every TTL
+    # the platform sets is five minutes or more), so it is still seen.
+    horizon = time.time() + 120
+
     def snapshot() -> dict[str, list]:
-        # DynamoDB Local's TTL sweeper deletes expired items (challenges, nonces, sessions of earlier tests)
-        # whenever it runs: an item past or near its expiry may vanish between two snapshots without any
-        # request having touched it, so such items are left out of both.
-        horizon = time.time() + 120
         result = {}
         for name in dynamodb_client.list_tables()["TableNames"]:
             if not name.startswith(table_prefix):

@@ -36,9 +36,18 @@ def issue_test_card() -> DevCard:
     return shared_ca().issue_card(valid_days=3650, not_before=CARD_NOT_BEFORE)
 
 
+# Codes handed out in this process: worlds share the session's tables, and two worlds with the same
+# municipality code would see each other's transfers in their reports.
+_USED_MUNICIPALITY_CODES: set[str] = set()
+
+
 def random_municipality_code(rng: random.Random) -> str:
-    first_five = f"{rng.randint(10000, 99999)}"
-    return first_five + str(identifiers.municipality_check_digit(first_five))
+    while True:
+        first_five = f"{rng.randint(10000, 99999)}"
+        code = first_five + str(identifiers.municipality_check_digit(first_five))
+        if code not in _USED_MUNICIPALITY_CODES:
+            _USED_MUNICIPALITY_CODES.add(code)
+            return code
 
 
 def random_mykey_id(rng: random.Random) -> str:
