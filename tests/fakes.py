@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 
 from chalicelib.services import ports
 
@@ -336,3 +337,17 @@ class FakeGrantBatchQueue:
 
     def send_chunks(self, municipality_code, batch_id, chunk_numbers):
         self.messages.extend((municipality_code, batch_id, number) for number in chunk_numbers)
+
+
+class FakeSqs:
+    """Stands in for SQS where an operation sends a message (transfer-out requests): nothing leaves."""
+
+    def __init__(self):
+        self.sent = []
+
+    def get_queue_url(self, QueueName):
+        return {"QueueUrl": f"https://sqs.local/{QueueName}"}
+
+    def send_message(self, **message):
+        self.sent.append(message)
+        return {"MessageId": str(uuid.uuid4())}

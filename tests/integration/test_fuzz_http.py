@@ -38,6 +38,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from reliability import fuzz
+from tests.fakes import FakeSqs
 from tests.world import STAFF_PASSWORD
 
 pytestmark = pytest.mark.integration
@@ -53,20 +54,6 @@ def tally():
     if figures.cases:
         fuzz.write_results("http", dict(figures.summary(), documented_operations=len(OPERATIONS),
                                         findings=figures.reproduced))
-
-
-class FakeSqs:
-    """Stands in for SQS where an operation sends a message (transfer-out requests): nothing leaves."""
-
-    def __init__(self):
-        self.sent = []
-
-    def get_queue_url(self, QueueName):
-        return {"QueueUrl": f"https://sqs.local/{QueueName}"}
-
-    def send_message(self, **message):
-        self.sent.append(message)
-        return {"MessageId": str(uuid.uuid4())}
 
 
 @functools.lru_cache(maxsize=1)

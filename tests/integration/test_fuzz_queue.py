@@ -30,6 +30,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from reliability import fuzz
+from tests.fakes import FakeSqs
 
 pytestmark = pytest.mark.integration
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -44,18 +45,6 @@ def tally():
     yield figures
     if figures.cases:
         fuzz.write_results("queue", figures.summary())
-
-
-class FakeSqs:
-    def __init__(self):
-        self.sent = []
-
-    def get_queue_url(self, QueueName):
-        return {"QueueUrl": f"https://sqs.local/{QueueName}"}
-
-    def send_message(self, **message):
-        self.sent.append(message)
-        return {"MessageId": str(uuid.uuid4())}
 
 
 class Partners:
