@@ -66,7 +66,7 @@ MODEL_MUNICIPALITY = {
     "note": "fixed platform costs (alarms) are charged wholly to this one municipality: the worst case of a "
             "platform with a single tenant; CloudWatch Logs ingestion, data transfer and backups are not counted",
 }
-TARGET_EXPENSE_RATIO = 0.10  # original specification: the shared cloud's system cost under 10% (DESIGN §1)
+TARGET_EXPENSE_RATIO = 0.10  # original specification: the shared cloud's system cost under 10% (docs/ARCHITECTURE.md#what-it-is)
 
 
 def lambda_memory_mb() -> int:

@@ -10,7 +10,7 @@ document is fuzzed without touching the tests. This module holds what does not d
   Individual-Number-like strings, very long strings, deep nesting), mutations of a valid body and raw
   bodies that are not JSON at all;
 * the oracle — `response_problems()`: no 5xx, no stack trace or exception class name in any response,
-  every refusal in the DESIGN §5 error shape with a code of the `ErrorCode` enum that the operation
+  every refusal in the error shape of docs/CONTRACTS.md#errors with a code of the `ErrorCode` enum that the operation
   documents for that status;
 * `Tally` and `write_results()` — the figures of the run, written to `reliability/results/fuzz.json`.
 
@@ -174,7 +174,7 @@ def operations() -> list[Operation]:
 
 # -- values ---------------------------------------------------------------------------------------------
 
-INDIVIDUAL_NUMBER = "123456789018"  # a valid My Number check digit (DESIGN §3)
+INDIVIDUAL_NUMBER = "123456789018"  # a valid My Number check digit (docs/CONTRACTS.md#individual-number)
 
 
 def individual_number_check_digit(first_eleven: str) -> int:
@@ -498,7 +498,7 @@ def leaks(text: str) -> list[str]:
 
 
 def response_problems(operation: Operation, request: Request, status: int, headers: dict, body: bytes) -> list[str]:
-    """Everything wrong with one response, by the rules of issue 10 and DESIGN §5."""
+    """Everything wrong with one response, by the rules of issue 10 and docs/CONTRACTS.md#errors."""
     problems = []
     text = body.decode("utf-8", "replace")
     if status >= 500:
@@ -523,7 +523,7 @@ def response_problems(operation: Operation, request: Request, status: int, heade
             problems.append(f"framework refusal {status} for a request that reaches the application")
         return problems
     if not (isinstance(parsed, dict) and set(parsed) == {"error"} and isinstance(parsed["error"], dict)):
-        return problems + [f"refusal {status} is not the DESIGN §5 error shape"]
+        return problems + [f"refusal {status} is not the error shape of docs/CONTRACTS.md#errors"]
     error = parsed["error"]
     if not {"code", "message", "request_id"} <= set(error) or set(error) - {"code", "message", "request_id", "field"}:
         problems.append(f"error fields {sorted(error)}")

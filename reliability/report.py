@@ -276,7 +276,7 @@ def _simulation(sim: dict) -> list[str]:
         "nothing written, is a *finding*); after each scheduled job, nothing it should have done is left.",
         f"- **Every {_number(sim.get('check_every'))} steps and at the end of each seed** (full scans): per "
         "municipality, `ledger.summary(...)['outstanding']` = Σ wallet balances (scanned) = the model's total; the "
-        "DESIGN §4 invariant granted + converted in − spent + refunded − expired − transferred out = Σ wallets + "
+        "docs/CONTRACTS.md#invariant: granted + converted in − spent + refunded − expired − transferred out = Σ wallets + "
         "pending transfer-outs; no negative balance anywhere; the municipality's transfer ids are exactly the model's, "
         "none listed twice, with the model's per-kind totals; the reserve's conversions in minus allocations out = Σ "
         "reserve balances; the budget counters; every hold's state; every genuine partner message decided, queued or "
@@ -396,7 +396,7 @@ def _simulation(sim: dict) -> list[str]:
         "signatures, nonces and staff sessions are the fuzz and attack suites' subject.",
         "- Faults are injected at the store's boundary (before or after a whole write), not inside DynamoDB: a "
         "half-applied transaction cannot happen and is not simulated.",
-        "- The model is the checker's own reading of DESIGN §4/§6 and the README; where it and the services disagree "
+        "- The model is the checker's own reading of docs/CONTRACTS.md (#money, #partner-conversions); where it and the services disagree "
         "about a refusal's code, nothing having moved, it is reported as a finding rather than a violation.",
         "- Card-status changes (suspend, restart) are modelled; revocation feeds, renewals and MyKey suspension are not.",
         "",

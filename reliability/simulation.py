@@ -41,7 +41,7 @@ reading DynamoDB: every wallet the step touched is what the model says, is not n
 is the sum of its lots; the step's idempotency keys hold exactly the transfer the model recorded (so a
 retried operation returned the first outcome and was applied once); every refusal is the one the model
 expects. Every `--check-every` steps and at the end it runs the full check: per municipality
-`ledger.summary(...)['outstanding']` = Σ wallet balances (scanned) = the model's total, the DESIGN §4
+`ledger.summary(...)['outstanding']` = Σ wallet balances (scanned) = the model's total, the docs/CONTRACTS.md#invariant
 identity with pending transfer-outs, no negative balance anywhere, the transfer ids of the municipality
 (exactly the model's, none twice), per-kind totals, the reserve, the budget counters, the holds; every
 partner message decided or still queued or dead-lettered. After each scheduled job: nothing it should
@@ -83,6 +83,8 @@ from chalicelib.services import conversions, ledger, onboarding, ports, transfer
 
 REGION = "ap-northeast-1"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Where this checkout lives, whatever its folder is called: stack frames are reported relative to it.
+REPOSITORY_ROOT = f"{Path(__file__).resolve().parents[1]}/"
 RESULTS_FILE = RESULTS_DIR / "simulation.json"
 START_CLOCK = 1_795_000_000.0  # 2026-11-18 (JST); certificates are valid 2024-2034
 HASH_SECRET = b"simulation-card-hash-secret"
@@ -114,6 +116,11 @@ CARD_STATUS_CHANGE = 0.006
 TIME_JUMP = 0.025
 SETTLE_OUTBOX = 0.2
 JOB_KINDS = {"expire_job", "reserve_job", "void_job", "daily_jobs"}
+
+
+def _relative(filename: str) -> str:
+    """A source file's path from the repository root, so that reports read the same on every machine."""
+    return filename[len(REPOSITORY_ROOT):] if filename.startswith(REPOSITORY_ROOT) else filename
 
 
 class SimulatedCrash(Exception):
@@ -771,7 +778,7 @@ class Model:
                 f"month#{message.partner_id}#{message.mykey_id}#{day.strftime('%Y-%m')}")
 
     def expect_conversion(self, message: Message) -> dict:
-        """The decision the model expects if this message were decided now (DESIGN §6)."""
+        """The decision the model expects if this message were decided now (docs/CONTRACTS.md#partner-conversions)."""
         if message.forged:
             return {"status": "rejected", "reason": "signature_invalid", "recorded": False}
         now = self.sim.now
@@ -1084,13 +1091,13 @@ class Simulation:
     def _unexpected(self, error: Exception) -> None:
         frames = traceback.extract_tb(error.__traceback__)
         inner = [f for f in frames if "/chalicelib/" in f.filename] or frames
-        where = f"{inner[-1].filename.split('/work/main/')[-1].split('site-packages/')[-1]}:{inner[-1].lineno} ({inner[-1].name})"
+        where = f"{_relative(inner[-1].filename).split('site-packages/')[-1]}:{inner[-1].lineno} ({inner[-1].name})"
         # The signature names functions, not line numbers, so it survives edits around the code.
         path = " <- ".join(f.name for f in reversed(inner[-3:]))
         summary = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[0][:300]
         chain = " <- ".join(f"{f.filename.split('/')[-1]}:{f.lineno} {f.name}" for f in frames[-6:])
         self.violation("unexpected_exception", f"{summary} at {where}; stack: {chain}",
-                       signature=f"{type(error).__name__} in {inner[-1].filename.split('/work/main/')[-1]} {path}")
+                       signature=f"{type(error).__name__} in {_relative(inner[-1].filename)} {path}")
 
     def finding(self, check: str, signature: str, detail: str) -> None:
         """A deviation that moved nothing (a refusal with another documented code than the model's):

@@ -1,4 +1,4 @@
-"""The JPKI APDUs of DESIGN §7, byte for byte, with names.
+"""The JPKI APDUs of docs/CONTRACTS.md#apdus, byte for byte, with names.
 
 Sources: OpenSC `card-jpki.c` and `jpki.h`, jpki/myna `libmyna/reader.go`. The card is identified by
 selecting the JPKI application, never by its ATR.

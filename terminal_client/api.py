@@ -1,4 +1,4 @@
-"""HTTP calls to the platform, each signed with the terminal's Ed25519 key (DESIGN §5)."""
+"""HTTP calls to the platform, each signed with the terminal's Ed25519 key (docs/CONTRACTS.md#terminal-signature)."""
 from __future__ import annotations
 
 import json

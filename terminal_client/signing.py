@@ -1,4 +1,4 @@
-"""The byte strings a terminal signs (DESIGN §5), kept free of any server code.
+"""The byte strings a terminal signs (docs/CONTRACTS.md#terminal-signature, #card-signature), kept free of any server code.
 
 `request_headers` signs one HTTP request with the terminal's Ed25519 key; `payment_message` is what the
 card signs (with its PIN) for a payment above the PIN-free limit. The server rebuilds the same bytes;

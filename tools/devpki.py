@@ -1,7 +1,7 @@
 """A development JPKI hierarchy, generated at run time for the local cloud and the tests.
 
-Real cards' user-authentication certificates are issued by J-LIS (production anchor in
-`../shared/jpki/`). Locally, a development CA issues certificates for software test cards with the
+Real cards' user-authentication certificates are issued by J-LIS (production anchors committed in
+`chalicelib/trust/`, see its README). Locally, a development CA issues certificates for software test cards with the
 same shape: RSA-2048 keys, sha256WithRSA, no name or address in the subject. Nothing here is committed:
 `make run` writes its CA under `.local/`, tests keep theirs in temporary folders.
 """

@@ -1,6 +1,6 @@
 """A virtual JPKI card (My Number Card, user-authentication side) for the vpcd virtual reader.
 
-It answers the APDUs of DESIGN §7 byte-exactly: SELECT of the JPKI application and its files, READ
+It answers the APDUs of docs/CONTRACTS.md#apdus byte-exactly: SELECT of the JPKI application and its files, READ
 BINARY (refusing reads past the end), the PIN-tries query, VERIFY with three tries then blocking, and
 COMPUTE DIGITAL SIGNATURE over a SHA-256 DigestInfo, padded PKCS#1 v1.5 as the card does. It speaks the
 vpcd socket protocol (a 2-byte big-endian length, then a control byte or an APDU) to Debian's

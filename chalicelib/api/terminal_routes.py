@@ -1,4 +1,4 @@
-"""Terminal endpoints: payments, their outcome, refunds and balance inquiries (DESIGN §5).
+"""Terminal endpoints: payments, their outcome, refunds and balance inquiries (docs/CONTRACTS.md#http-core).
 
 Every call is authenticated by the terminal's request signature before its body is looked at.
 """

@@ -1,4 +1,4 @@
-"""Terminal request signatures (DESIGN §5).
+"""Terminal request signatures (docs/CONTRACTS.md#terminal-signature, #operator-signature).
 
 Every terminal call carries `X-Terminal-Id`, `X-Timestamp`, `X-Nonce` and `X-Signature`, an Ed25519
 signature with the key registered for the terminal over
@@ -37,7 +37,7 @@ def signed_path(context_path: str, stage: str | None) -> str:
 def authenticate(
     store: ports.LedgerStore, method: str, path: str, headers, body: bytes, now: float
 ) -> ports.Terminal:
-    """A terminal request (DESIGN §5): `X-Terminal-Id` and `POINTS-TERMINAL-V1`."""
+    """A terminal request (docs/CONTRACTS.md#terminal-signature): `X-Terminal-Id` and `POINTS-TERMINAL-V1`."""
     return authenticate_signed(
         store, method, path, headers, body, now, "X-Terminal-Id", "POINTS-TERMINAL-V1", store.get_terminal,
         errors.TerminalAuthenticationFailed, "端末",

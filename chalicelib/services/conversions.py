@@ -1,4 +1,4 @@
-"""Partner point conversions (地域経済応援ポイント) and the reserve account (留保口座), DESIGN §1, §4, §6.
+"""Partner point conversions (地域経済応援ポイント) and the reserve account (留保口座): docs/CONTRACTS.md#partner-conversions and #reserve.
 
 A partner sends a signed message; the platform checks the signature and the partner's agreement, then
 credits the resident's wallet of the chosen municipality, or their reserve when no municipality is

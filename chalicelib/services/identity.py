@@ -1,6 +1,6 @@
 """The My Key Platform: MyKey IDs from cards, facility links, suspension, revocation, renewal.
 
-The platform holds an ID table and nothing more (DESIGN §1): which certificate (by keyed hash) belongs to
+The platform holds an ID table and nothing more (docs/ARCHITECTURE.md#what-it-is): which certificate (by keyed hash) belongs to
 which MyKey ID, and which facility-local IDs are linked to it. Lookups answer from that table and write
 nothing, so no usage history exists anywhere. Changes to an identity (registration, links, suspension,
 reinstatement, feeds) leave an audit event naming who acted and from which counter terminal.

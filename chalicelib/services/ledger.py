@@ -1,7 +1,7 @@
 """Ledger operations: grant, payment, refund, expiry, balance inquiry, history and summary.
 
 Each function takes a plain command and the injected `LedgerStore`, checks the rules, and posts at most
-one transfer through one conditional transaction (DESIGN §4). A repeat of a known idempotency key with
+one transfer through one conditional transaction (docs/CONTRACTS.md#transactions). A repeat of a known idempotency key with
 the same request returns the first outcome whatever its age; with a different request it is a conflict.
 Refusals that depend on time or state (an old card signature, a revoked card, a spent balance) look
 for an earlier posting first, so that a terminal settling its outbox always gets the original answer.

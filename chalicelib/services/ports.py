@@ -131,7 +131,7 @@ class WalletWrite:
     municipality_code: str
     expected_version: int
     new_lots: Lots
-    # Points this write takes out; the store also guards `balance >= debit_amount` (DESIGN §4).
+    # Points this write takes out; the store also guards `balance >= debit_amount` (docs/CONTRACTS.md#transactions).
     debit_amount: int = 0
 
 

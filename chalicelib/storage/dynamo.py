@@ -1,6 +1,6 @@
 """The ledger store on DynamoDB, through the PynamoDB models.
 
-Every money movement is one `TransactWriteItems` (DESIGN §4): the transfer record's Put, guarded by
+Every money movement is one `TransactWriteItems` (docs/CONTRACTS.md#transactions): the transfer record's Put, guarded by
 `attribute_not_exists` (the idempotency guard), the wallet's Update, guarded by its version and by
 `balance >= :amount` when points leave it, and any counters (budget shards, refund totals) with their
 own guards. When DynamoDB cancels the transaction, its cancellation reasons say which guard failed, and

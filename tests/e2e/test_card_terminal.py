@@ -156,7 +156,7 @@ def _payment_requests(cloud) -> int:
     return log.count('"POST /v1/payments HTTP/1.1"')
 
 
-def test_tap_pin_pay_receipt__apdus_are_the_design_sequence(cloud, card):
+def test_tap_pin_pay_receipt__apdus_are_the_contract_sequence(cloud, card):
     _, model, _ = card
     before = _balance(cloud)
     model.commands.clear()

@@ -163,7 +163,7 @@ def test_concurrent_grants__never_exceed_the_budget(dynamo_store, dynamo_staff_s
 
 
 def test_seeded_random_sequence__invariant_holds_for_every_municipality(dynamo_store):
-    """1,000 random grants, payments, refunds and expiries; then the DESIGN §4 invariant, per municipality."""
+    """1,000 random grants, payments, refunds and expiries; then the invariant of docs/CONTRACTS.md#invariant, per municipality."""
     from tests.world import build_world
 
     rng = random.Random(20261127)

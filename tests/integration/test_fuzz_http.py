@@ -11,7 +11,7 @@ time so that the body is reached, and staff and resident routes get a valid sess
 municipality most of the time; the rest of the time one credential is wrong.
 
 Every response must satisfy `reliability.fuzz.response_problems`: status < 500, no stack trace or
-exception class name in the body, and every refusal in the DESIGN §5 error shape with a code of the
+exception class name in the body, and every refusal in the error shape of docs/CONTRACTS.md#errors with a code of the
 `ErrorCode` enum that the document lists for that operation and status (the framework's own 415, and
 its 403/404 for a path that no longer matches the route, excepted as documented). The figures of the
 run go to `reliability/results/fuzz.json` (`http` part). `FUZZ_EXAMPLES` (default 10 per operation)

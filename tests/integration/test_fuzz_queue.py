@@ -1,6 +1,6 @@
 """Property-based fuzzing of every queue message the platform consumes, on DynamoDB Local.
 
-* Partner conversions (DESIGN §6): `conversions.process_message` directly, the SQS record handler
+* Partner conversions (docs/CONTRACTS.md#partner-conversions): `conversions.process_message` directly, the SQS record handler
   `convert_record` (message attributes as Lambda delivers them), and whole batches through the Lambda
   handler `handle_partner_conversions`. Bodies: valid messages, mutated ones (wrong version, wrong types,
   fields missing or added, huge numbers, floats, nulls, unicode, lone surrogates as JSON escapes,
@@ -167,7 +167,7 @@ def _named_partner(partners: Partners, body: str) -> str | None:
 
 
 def acceptable(partners: Partners, body: str, signer: str) -> int | None:
-    """The points a message may be credited with (an independent reading of DESIGN §6), or None: only a
+    """The points a message may be credited with (an independent reading of docs/CONTRACTS.md#conversion-rules), or None: only a
     well-formed message signed by the active partner it names over its exact bytes may credit anything."""
     if signer not in ("own", "whitespace") or _named_partner(partners, body) not in ("own", "other"):
         return None
@@ -302,7 +302,7 @@ QUEUE_DEFECTS = [
         _binary_signature, _reproduce_binary, open=False),
     QueueDefect(
         "conversion_version_true_or_1_0_credited",
-        "defect: DESIGN §6 messages carry \"version\": 1, but parse_message compares data[\"version\"] != 1, so a "
+        "defect: partner messages (docs/CONTRACTS.md#partner-conversions) carry \"version\": 1, but parse_message compares data[\"version\"] != 1, so a "
         "signed message with \"version\": true or 1.0 (a wrong version) is credited instead of rejected as "
         "malformed_message",
         _version_not_the_integer_1, _reproduce_version_true, open=False),

@@ -6,7 +6,7 @@ from chalicelib.storage import inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Attribute names that would mean the platform keeps what it must never keep (DESIGN §1, §3).
+# Attribute names that would mean the platform keeps what it must never keep (docs/ARCHITECTURE.md#tables, docs/CONTRACTS.md#individual-number).
 FORBIDDEN = re.compile(r"(birth|address|individual|my_?number|serial|phone|mail|gender|sex|age$|kana|full_?name|surname)")
 # `name` is allowed only where it names an organisation, never a person.
 ORGANISATION_TABLES = {"municipalities", "merchants", "partners", "operators", "transfer_programmes"}

@@ -32,7 +32,7 @@ def card():
     return dev_card, model, JpkiCard(DirectReader(model))
 
 
-def test_apdus__are_the_design_bytes():
+def test_apdus__are_the_bytes_of_the_apdu_contract():
     assert apdu.SELECT_JPKI_AP.hex().upper() == "00A4040C0AD392F000260100000001"
     assert apdu.select_ef(apdu.EF_AUTH_CERTIFICATE).hex().upper() == "00A4020C02000A"
     assert apdu.read_binary(0x0123, 256).hex().upper() == "00B0012300"

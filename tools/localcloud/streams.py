@@ -93,10 +93,15 @@ class StreamDelivery:
         return failures[0]["itemIdentifier"] if failures else None
 
     def run_forever(self, stop: threading.Event, interval_seconds: float = 0.1) -> None:
+        """Deliver until `stop` is set. Whoever stops DynamoDB Local sets it and joins this thread first; a
+        round that fails once the stop was asked for is the database going away, not worth a traceback."""
         while not stop.is_set():
             try:
                 self.deliver_pending()
-            except Exception:  # noqa: BLE001 - the poller must outlive a failed round, as Lambda's does
+            except Exception as error:  # noqa: BLE001 - the poller must outlive a failed round, as Lambda's does
+                if stop.is_set():
+                    LOG.info("stream delivery interrupted by the stop: %s", error)
+                    break
                 LOG.exception("stream delivery round failed")
             stop.wait(interval_seconds)
 
