@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
 
-.PHONY: run test unit bench fuzz soak install reset onboard tables-template infrastructure-templates package data-inventory trust-store clean
+.PHONY: run test unit bench fuzz soak install reset onboard tables-template infrastructure-templates package data-inventory clean
 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
@@ -64,15 +64,14 @@ onboard: install ## Onboard a municipality into the running local cloud from a s
 infrastructure-templates: install ## Regenerate infrastructure/platform.json from the Chalice app, .chalice/config.json and the models
 	$(PY) -m tools.infrastructure
 
-package: install ## Build build/lambda.zip, the Lambda package platform.json deploys (needs PyPI and `make trust-store`)
-	PY=$(PY) ./scripts/package-lambda.sh
+# The runtime's Python (3.12) that compiles the package's bytecode and runs pip; when empty, python3.12 on
+# PATH or pyenv's 3.12. `make package` needs only that Python and pip, not `make install`.
+PACKAGE_PYTHON ?=
+package: ## Build build/lambda.zip, the Lambda package platform.json deploys (needs Python 3.12 with pip and PyPI; the JPKI trust anchors are committed in chalicelib/trust/)
+	PACKAGE_PYTHON=$(PACKAGE_PYTHON) ./scripts/package-lambda.sh
 
 data-inventory: install ## Regenerate docs/DATA.md from the models and their documented purposes
 	$(PY) -m chalicelib.storage.inventory > docs/DATA.md
-
-trust-store: ## Copy the production JPKI trust anchor (public, from ../shared/jpki) into the package before deploying
-	mkdir -p chalicelib/trust
-	cat ../shared/jpki/*.pem > chalicelib/trust/jpki-user-authentication-anchors.pem
 
 clean: reset
 	rm -rf $(VENV) node_modules

@@ -17,7 +17,7 @@ from chalicelib.api.staff_routes import staff_api
 from chalicelib.api.tenant_handlers import tenant_handlers
 from chalicelib.api.terminal_routes import terminal_api
 from chalicelib.api.transfer_out_routes import transfer_out_api
-from chalicelib.observability import http_middleware
+from chalicelib.observability import http_middleware, tracing_middleware
 
 app = Chalice(app_name="municipal-point-cloud")
 app.register_blueprint(health_api)
@@ -36,4 +36,6 @@ app.register_blueprint(grant_batch_api)
 app.register_blueprint(grant_batch_handlers)
 app.register_blueprint(tenant_handlers)
 app.register_blueprint(projection_handlers)
+# Tracing first, so the request log and metrics are inside the traced entry.
+app.register_middleware(tracing_middleware, "all")
 app.register_middleware(http_middleware, "http")

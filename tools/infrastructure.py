@@ -16,7 +16,11 @@ Everything deployable is read from the code, not restated:
   `chalice package` deploys), so API Gateway hands Chalice the event it routes by
   (`requestContext.resourcePath` = the route template, `pathParameters`);
 - queues, dead-letter queues and event source mappings come from the `SQSEventConfig`s (queue name,
-  batch size), with `ReportBatchItemFailures`, which Chalice never sets.
+  batch size, maximum concurrency), with `ReportBatchItemFailures`, which Chalice never sets;
+- hardening (tests/unit/test_template_hardening.py): an on-failure queue with an alarm for every
+  asynchronously invoked function (jobs, the custom resource), X-Ray active tracing (`xray` in the stage),
+  a WAFv2 web ACL on the API stage, and the card-hash secret's id (never its value) only for the
+  functions that hash certificate serials, with the right to read that one secret.
 
 A handler kind the generator does not know (S3, SNS, websockets, authorizers...) stops it with an error
 instead of being left out of the template.
@@ -72,13 +76,7 @@ STREAM_ITERATOR_AGE_ALARM_MILLISECONDS = 60_000
 DYNAMODB_STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                            "dynamodb:ListStreams")
 
-# DynamoDB rights: every item operation the stores use (transactions are authorised per item action).
-# Scan only where the code scans: reports and statements (API) and the daily jobs.
-DYNAMODB_ITEM_ACTIONS = (
-    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
-    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem",
-)
-DYNAMODB_SCAN = "dynamodb:Scan"
+# DynamoDB rights on the tables: per function, from the declaration in tools/function_access.py.
 SQS_CONSUME_ACTIONS = ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage")
 SQS_SEND_ACTIONS = ("sqs:GetQueueUrl", "sqs:SendMessage")
 
@@ -91,6 +89,75 @@ ALARMS_DOC = "docs/DEPLOYMENT.md#alarms"
 # Queues and log groups go with the stack (their names are fixed, so a retained one would block a new
 # stack); the tables are retained (their resources carry Retain, from chalicelib/storage/schema.py).
 DELETE_WITH_STACK = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
+
+# -- hardening: concurrency, failures of asynchronous invocations, tracing, WAF, the card-hash secret ----
+
+# An SQS consumer whose decorator does not say `maximum_concurrency` runs at most this many invocations at
+# once (Lambda accepts 2..1000), so no queue's burst scales out over the account's concurrency.
+DEFAULT_SQS_MAXIMUM_CONCURRENCY = 5
+# Reserved concurrency (stages.prod.lambda_functions.<name>.reserved_concurrency): the API keeps 200, the
+# grant-batch consumer 5 and the partner-conversion consumer 10, their mappings' maximum concurrency, so a
+# 100,000-row upload or a partner's month-end batch can never take the API's executions, and the API's
+# burst cannot starve them. 215 reserved of the default quota of 1,000 per region leaves 785 unreserved;
+# Lambda refuses any setting that leaves fewer than 100, which the generator checks against the default
+# quota (docs/DEPLOYMENT.md, "Prerequisites").
+DEFAULT_ACCOUNT_CONCURRENCY = 1000
+MINIMUM_UNRESERVED_CONCURRENCY = 100
+
+# EventBridge and CloudFormation invoke the jobs and the custom resource asynchronously: Lambda retries a
+# failed invocation twice, then sends the event with the error to the function's failure queue, which
+# alarms. An event older than an hour is not worth running any more (a job runs again on its schedule;
+# CloudFormation gives up on a custom resource after an hour). The register_tenant event holds the
+# FirstStaffPassword property: its failure queue is encrypted and read only by operators.
+ASYNC_MAXIMUM_RETRY_ATTEMPTS = 2
+ASYNC_MAXIMUM_EVENT_AGE_SECONDS = 3600
+
+# X-Ray: Lambda traces with the default sampling rule (the first request each second, then 5%), which a
+# function cannot change; API Gateway makes the same decision for requests and Lambda follows it. The
+# two actions tracing needs do not support resource-level permissions, so they are granted on "*".
+XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+
+# Functions that hash certificate serials (chalicelib/auth/cards.py through deps.get_card_authority):
+# only the API's routes do; the consumers, jobs, stream projection and the custom resource never touch a
+# card. Only these get CARD_HASH_SECRET_ID and may read the secret; tests/unit/test_template_hardening.py
+# keeps the set true against the handlers' code.
+READS_CARD_HASH_SECRET = frozenset({API_FUNCTION_NAME})
+
+# WAF (regional web ACL on the API stage). Routes are Chalice route templates, checked against the app;
+# a template's `{name}` matches one path segment, and the stage prefix (`/v`) may precede it.
+WAF_RATE_WINDOW_SECONDS = 300
+WAF_RATE_RULES = (
+    # (rule name, parameter, default limit per source IP and window, what it protects, routes (method, path))
+    ("StaffSignInRate", "StaffSignInRateLimit", 100, "staff sign-in",
+     (("POST", "/v1/staff/sessions"),)),
+    ("ResidentSignInRate", "ResidentSignInRateLimit", 300, "resident sign-in requests",
+     (("POST", "/v1/resident-sessions"), ("POST", "/v1/portal/sign-in-requests"),
+      ("POST", "/v1/portal/sign-in-requests/{code}/card-response"))),
+    ("ChallengeRate", "ChallengeRateLimit", 300, "card challenges",
+     (("POST", "/v1/challenges"),)),
+)
+# AWSManagedRulesCommonRuleSet blocks bodies over 8 KB (SizeRestrictions_BODY). These routes take more
+# on purpose: a bulk-grant CSV (up to 4 MB, base64 in JSON) and J-LIS revocation and renewal feeds (up to
+# 5 MB); every other route refuses bodies over 64 KB itself. The managed rule only counts, and a rule
+# after it blocks a large body outside these routes with the 413 error body.
+WAF_LARGE_BODY_ROUTES = (
+    ("POST", "/v1/municipalities/{code}/grant-batches"),
+    ("POST", "/v1/platform/revocation-feeds"),
+    ("POST", "/v1/platform/renewal-feeds"),
+)
+WAF_MANAGED_RULE_GROUPS = (
+    "AWSManagedRulesAmazonIpReputationList", "AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
+)
+WAF_SIZE_RESTRICTION_LABEL = "awswaf:managed:aws:core-rule-set:SizeRestrictions_Body"
+# The project's error shape ({"error": {"code", "message"}}; WAF cannot add the request id).
+WAF_TOO_MANY_REQUESTS_BODY = json.dumps({"error": {
+    "code": "too_many_requests",
+    "message": "短い時間にリクエストが多すぎます。5分ほど待ってから、もう一度お試しください。",
+}}, ensure_ascii=False)
+WAF_REQUEST_TOO_LARGE_BODY = json.dumps({"error": {
+    "code": "request_too_large",
+    "message": "リクエストが大きすぎます。",
+}}, ensure_ascii=False)
 
 
 class UnsupportedHandler(Exception):
@@ -117,10 +184,6 @@ class FunctionSpec:
     @property
     def base(self) -> str:
         return API_LOGICAL_ID if self.kind == "api" else camel(self.name)
-
-    @property
-    def scans(self) -> bool:
-        return self.kind in ("api", "schedule")
 
 
 def camel(name: str) -> str:
@@ -170,6 +233,7 @@ def function_settings(name: str, config_from_disk: dict | None = None) -> dict:
         "timeout": scoped.lambda_timeout,
         "reserved_concurrency": scoped.reserved_concurrency,
         "environment": dict(scoped.environment_variables),
+        "tracing": bool(scoped.xray_enabled),
     }
 
 
@@ -246,13 +310,37 @@ def _metric_alarm(name_suffix: str, description: str, namespace: str, metric: st
     )
 
 
-def _table_resources(tables: dict) -> list:
-    arns: list = []
-    for logical_id, table in sorted(tables.items()):
-        arns.append(_get_att(logical_id))
-        if table["Properties"].get("GlobalSecondaryIndexes"):
-            arns.append({"Fn::Sub": "${%s.Arn}/index/*" % logical_id})
-    return arns
+def _table_statements(spec: FunctionSpec, tables: dict) -> list[dict]:
+    """The function's DynamoDB rights, exactly as `tools/function_access.py` declares them: one statement per
+    set of actions, naming the tables granted that set and the indexes the function reads (each index
+    with only the actions declared for it). A function without a declaration, or a
+    declaration naming a table or index the models do not have, stops the generator."""
+    from tools.function_access import FUNCTION_TABLES
+
+    if spec.name not in FUNCTION_TABLES:
+        raise UnsupportedHandler(f"{spec.name}: declare the tables it uses in tools/function_access.py")
+    resources: dict[tuple[str, ...], list] = {}
+    for base_name, table_access in sorted(FUNCTION_TABLES[spec.name].items()):
+        logical_id = table_logical_id(base_name)
+        if logical_id not in tables:
+            raise ValueError(f"{spec.name}: tools/function_access.py names {base_name!r}, which is no table")
+        indexes = {index["IndexName"] for index in tables[logical_id]["Properties"].get("GlobalSecondaryIndexes", [])}
+        if not table_access.indexes <= indexes:
+            raise ValueError(f"{spec.name}: {base_name} has no index {sorted(table_access.indexes - indexes)}")
+        if table_access.actions:  # a function may read only an index of a table
+            resources.setdefault(tuple(sorted(table_access.actions)), []).append(_get_att(logical_id))
+        for index in sorted(table_access.indexes):
+            actions = tuple(sorted(action for name, action in table_access.index_actions if name == index))
+            resources.setdefault(actions, []).append({"Fn::Sub": "${%s.Arn}/index/%s" % (logical_id, index)})
+    return [
+        {
+            "Sid": "Tables" + "".join(action.removesuffix("Item") for action in actions),
+            "Effect": "Allow",
+            "Action": ["dynamodb:" + action for action in actions],
+            "Resource": arns,
+        }
+        for actions, arns in sorted(resources.items())
+    ]
 
 
 def _runtime_queue_arn() -> dict:
@@ -267,12 +355,7 @@ def _role(spec: FunctionSpec, tables: dict, api_sends_to: list[str]) -> dict:
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": _get_att(spec.base + "LogGroup"),
         },
-        {
-            "Sid": "PointTables",
-            "Effect": "Allow",
-            "Action": sorted(DYNAMODB_ITEM_ACTIONS + ((DYNAMODB_SCAN,) if spec.scans else ())),
-            "Resource": _table_resources(tables),
-        },
+        *_table_statements(spec, tables),
     ]
     if spec.stream_table:
         statements.append({
@@ -347,9 +430,10 @@ def _function(spec: FunctionSpec) -> dict:
     settings = spec.settings
     environment: dict[str, Any] = {key: str(value) for key, value in settings["environment"].items()}
     environment["POINTS_TABLE_PREFIX"] = {"Ref": "TablePrefix"}
-    # Resolved by CloudFormation at deploy time; the value never appears in the template, the parameters
-    # or the stack events (see docs/DEPLOYMENT.md, "Card-hash secret").
-    environment["CARD_HASH_SECRET"] = {"Fn::Sub": "{{resolve:secretsmanager:${CardHashSecretId}:SecretString}}"}
+    # The secret's name or ARN, never its value: a function reads the value from Secrets Manager at run
+    # time (a dynamic reference would copy it into the function's configuration for anyone who may read it).
+    if spec.name in READS_CARD_HASH_SECRET:
+        environment["CARD_HASH_SECRET_ID"] = {"Ref": "CardHashSecretId"}
     what = {
         "api": "the HTTP API (every Chalice route)",
         "sqs": f"SQS consumer of {spec.queue}",
@@ -369,6 +453,7 @@ def _function(spec: FunctionSpec) -> dict:
         "Timeout": settings["timeout"],
         "Environment": {"Variables": dict(sorted(environment.items()))},
         "LoggingConfig": {"LogGroup": {"Ref": spec.base + "LogGroup"}},
+        "TracingConfig": {"Mode": "Active" if settings["tracing"] else "PassThrough"},
     }
     if settings["reserved_concurrency"] is not None:
         properties["ReservedConcurrentExecutions"] = settings["reserved_concurrency"]
@@ -513,6 +598,264 @@ def _swagger(application) -> dict:
     return CFNSwaggerGenerator().generate_swagger(application)
 
 
+# -- hardening -------------------------------------------------------------------------------------------
+
+
+def sqs_maximum_concurrency(spec: FunctionSpec) -> int:
+    return spec.maximum_concurrency or DEFAULT_SQS_MAXIMUM_CONCURRENCY
+
+
+def check_concurrency(functions: list[FunctionSpec], account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY) -> None:
+    """Refuse settings Lambda would refuse or that would throttle a queue's consumer against itself."""
+    for spec in functions:
+        if spec.kind == "sqs":
+            maximum = sqs_maximum_concurrency(spec)
+            if not 2 <= maximum <= 1000:
+                raise ValueError(f"{spec.name}: an SQS mapping's maximum concurrency must be 2..1000, not {maximum}")
+            reserved = spec.settings["reserved_concurrency"]
+            if reserved is not None and reserved < maximum:
+                raise ValueError(f"{spec.name}: reserved concurrency {reserved} is below its mapping's maximum "
+                                 f"concurrency {maximum}; Lambda would throttle its own consumer")
+    reserved_total = sum(spec.settings["reserved_concurrency"] or 0 for spec in functions)
+    if account_concurrency - reserved_total < MINIMUM_UNRESERVED_CONCURRENCY:
+        raise ValueError(f"{reserved_total} reserved executions leave fewer than {MINIMUM_UNRESERVED_CONCURRENCY} "
+                         f"unreserved in an account quota of {account_concurrency}")
+
+
+def is_invoked_asynchronously(spec: FunctionSpec) -> bool:
+    """EventBridge invokes the jobs, CloudFormation the custom resource: both without waiting for an answer."""
+    return spec.kind in ("schedule", "pure")
+
+
+def async_failure_queue_id(spec: FunctionSpec) -> str:
+    return camel(spec.name) + "FailuresQueue"
+
+
+# The custom resource's event carries the municipality stack's parameters, the first staff member's initial
+# password among them: its failures are diagnosed and purged, never replayed (docs/DEPLOYMENT.md §8.2).
+_ASYNC_FAILURE_ADVICE = {
+    "register_tenant": "each message holds the CloudFormation event, including the first staff member's initial "
+                       "password: read it only to diagnose, purge the queue, never replay it, and redeploy the "
+                       "municipality stack (with a new password) once the cause is fixed.",
+}
+
+
+def _async_failures(spec: FunctionSpec) -> dict:
+    """Where an asynchronous invocation that keeps failing goes (the event and the error), and its alarm."""
+    queue_id = async_failure_queue_id(spec)
+    queue_name = "points-" + spec.name.replace("_", "-") + "-failures"
+    return {
+        queue_id: {
+            "Type": "AWS::SQS::Queue",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "QueueName": queue_name,
+                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
+        },
+        spec.base + "EventInvokeConfig": {
+            "Type": "AWS::Lambda::EventInvokeConfig",
+            "Properties": {
+                "FunctionName": {"Ref": spec.logical_id},
+                "Qualifier": "$LATEST",
+                "MaximumRetryAttempts": ASYNC_MAXIMUM_RETRY_ATTEMPTS,
+                "MaximumEventAgeInSeconds": ASYNC_MAXIMUM_EVENT_AGE_SECONDS,
+                # Lambda sends with the function's role (SendOwnFailures in its policy).
+                "DestinationConfig": {"OnFailure": {"Destination": _get_att(queue_id)}},
+            },
+        },
+        queue_id + "DepthAlarm": _metric_alarm(
+            f"{queue_name}-not-empty",
+            f"Invocations of {spec.name} failed {ASYNC_MAXIMUM_RETRY_ATTEMPTS + 1} times or expired: "
+            + _ASYNC_FAILURE_ADVICE.get(spec.name, "each message holds the event and the error; fix the cause, "
+                                                   "then run the function again with that event."),
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(queue_id, "QueueName")},
+            statistic="Maximum",
+        ),
+    }
+
+
+def card_hash_secret_arn() -> dict:
+    """The secret's ARN from the CardHashSecretId parameter, which may be a name or an ARN. Secrets Manager
+    appends six random characters to a secret's name in its ARN; `-??????` matches exactly those, not
+    another secret whose name merely starts with this one's."""
+    return {"Fn::If": [
+        "CardHashSecretIdIsArn",
+        {"Ref": "CardHashSecretId"},
+        {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${CardHashSecretId}-??????"},
+    ]}
+
+
+def hardening_statements(spec: FunctionSpec) -> list[dict]:
+    """The role statements the hardening needs: tracing, the card-hash secret, the failure queue."""
+    statements: list[dict] = []
+    if spec.settings.get("tracing"):
+        statements.append({"Sid": "Tracing", "Effect": "Allow", "Action": list(XRAY_ACTIONS), "Resource": "*"})
+    if spec.name in READS_CARD_HASH_SECRET:
+        statements.append({
+            "Sid": "ReadCardHashSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": card_hash_secret_arn(),
+        })
+    if is_invoked_asynchronously(spec):
+        statements.append({
+            "Sid": "SendOwnFailures",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": _get_att(async_failure_queue_id(spec)),
+        })
+    return statements
+
+
+def route_regex(routes: list[str]) -> str:
+    """A WAF regex for the URI paths of Chalice route templates: `{name}` is one segment; one leading segment
+    (execute-api's stage, or a custom domain's base path) may precede; a trailing slash is tolerated."""
+    alternatives = [
+        "".join("/" + ("[^/]+" if segment.startswith("{") else re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", segment))
+                for segment in route.strip("/").split("/"))
+        for route in routes
+    ]
+    body = alternatives[0] if len(alternatives) == 1 else "(" + "|".join(alternatives) + ")"
+    return "^(/[^/]+)?" + body + "/?$"
+
+
+def _routes_statement(application, routes: tuple[tuple[str, str], ...]) -> dict:
+    """A WAF statement matching requests to these (method, route) pairs of the app."""
+    for method, route in routes:
+        if method not in application.routes.get(route, {}):
+            raise ValueError(f"WAF rule names {method} {route}, which is not a route of the app")
+    by_method: dict[str, list[str]] = {}
+    for method, route in routes:
+        by_method.setdefault(method, []).append(route)
+    statements = [
+        {"AndStatement": {"Statements": [
+            {"ByteMatchStatement": {
+                "FieldToMatch": {"Method": {}}, "PositionalConstraint": "EXACTLY", "SearchString": method,
+                "TextTransformations": [{"Priority": 0, "Type": "NONE"}],
+            }},
+            {"RegexMatchStatement": {
+                "FieldToMatch": {"UriPath": {}}, "RegexString": route_regex(paths),
+                "TextTransformations": [{"Priority": 0, "Type": "URL_DECODE"}],
+            }},
+        ]}}
+        for method, paths in sorted(by_method.items())
+    ]
+    return statements[0] if len(statements) == 1 else {"OrStatement": {"Statements": statements}}
+
+
+def _visibility(metric_name: Any) -> dict:
+    return {"SampledRequestsEnabled": True, "CloudWatchMetricsEnabled": True, "MetricName": metric_name}
+
+
+def waf_rule_metric(rule_name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", rule_name).lower()
+
+
+def _web_acl(application, stage: str) -> dict:
+    """A regional web ACL on the API stage: AWS managed rule groups and rate limits on the sign-in routes."""
+    rules: list[dict] = [{
+        "Name": "AmazonIpReputation",
+        "Priority": 0,
+        "Statement": {"ManagedRuleGroupStatement": {"VendorName": "AWS", "Name": "AWSManagedRulesAmazonIpReputationList"}},
+        "OverrideAction": {"None": {}},
+        "VisibilityConfig": _visibility("amazon-ip-reputation"),
+    }]
+    for rule_name, parameter, _, _, routes in WAF_RATE_RULES:
+        rules.append({
+            "Name": rule_name,
+            "Priority": len(rules),
+            "Statement": {"RateBasedStatement": {
+                "Limit": {"Ref": parameter},
+                "EvaluationWindowSec": WAF_RATE_WINDOW_SECONDS,
+                "AggregateKeyType": "IP",
+                "ScopeDownStatement": _routes_statement(application, routes),
+            }},
+            "Action": {"Block": {"CustomResponse": {"ResponseCode": 429, "CustomResponseBodyKey": "too_many_requests"}}},
+            "VisibilityConfig": _visibility(waf_rule_metric(rule_name)),
+        })
+    rules.append({
+        "Name": "CommonRuleSet",
+        "Priority": len(rules),
+        "Statement": {"ManagedRuleGroupStatement": {
+            "VendorName": "AWS",
+            "Name": "AWSManagedRulesCommonRuleSet",
+            # Counted (and labelled) here, blocked by LargeBodyOutsideUploads below.
+            "RuleActionOverrides": [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}],
+        }},
+        "OverrideAction": {"None": {}},
+        "VisibilityConfig": _visibility("common-rule-set"),
+    })
+    rules.append({
+        "Name": "LargeBodyOutsideUploads",
+        "Priority": len(rules),
+        "Statement": {"AndStatement": {"Statements": [
+            {"LabelMatchStatement": {"Scope": "LABEL", "Key": WAF_SIZE_RESTRICTION_LABEL}},
+            {"NotStatement": {"Statement": _routes_statement(application, WAF_LARGE_BODY_ROUTES)}},
+        ]}},
+        "Action": {"Block": {"CustomResponse": {"ResponseCode": 413, "CustomResponseBodyKey": "request_too_large"}}},
+        "VisibilityConfig": _visibility("large-body-outside-uploads"),
+    })
+    rules.append({
+        "Name": "KnownBadInputs",
+        "Priority": len(rules),
+        "Statement": {"ManagedRuleGroupStatement": {"VendorName": "AWS", "Name": "AWSManagedRulesKnownBadInputsRuleSet"}},
+        "OverrideAction": {"None": {}},
+        "VisibilityConfig": _visibility("known-bad-inputs"),
+    })
+    resources: dict[str, Any] = {
+        "ApiWebACL": {
+            "Type": "AWS::WAFv2::WebACL",
+            "Properties": {
+                "Name": {"Fn::Sub": "${AWS::StackName}-api"},
+                "Description": "Municipal Point Cloud API: AWS managed rules and rate limits on sign-in and challenges",
+                "Scope": "REGIONAL",
+                "DefaultAction": {"Allow": {}},
+                "CustomResponseBodies": {
+                    "too_many_requests": {"ContentType": "APPLICATION_JSON", "Content": WAF_TOO_MANY_REQUESTS_BODY},
+                    "request_too_large": {"ContentType": "APPLICATION_JSON", "Content": WAF_REQUEST_TOO_LARGE_BODY},
+                },
+                "Rules": rules,
+                "VisibilityConfig": _visibility({"Fn::Sub": "${AWS::StackName}-api"}),
+            },
+        },
+        "ApiWebACLAssociation": {
+            "Type": "AWS::WAFv2::WebACLAssociation",
+            # The stage must exist before a web ACL can be associated with it.
+            "DependsOn": ["RestAPIStage"],
+            "Properties": {
+                "ResourceArn": {"Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/restapis/${RestAPI}/stages/" + stage},
+                "WebACLArn": _get_att("ApiWebACL"),
+            },
+        },
+    }
+    for rule_name, _, _, what, _ in WAF_RATE_RULES:
+        metric = waf_rule_metric(rule_name)
+        resources[rule_name + "BlockedAlarm"] = _metric_alarm(
+            f"waf-{metric}-blocked",
+            f"The web ACL blocked {what} over its rate limit: an attack, or a limit too low for a shared address "
+            "(raise the stack parameter).",
+            "AWS/WAFV2", "BlockedRequests",
+            {"WebACL": {"Fn::Sub": "${AWS::StackName}-api"}, "Region": {"Ref": "AWS::Region"}, "Rule": metric},
+        )
+    return resources
+
+
+def _waf_parameters() -> dict:
+    return {
+        parameter: {
+            "Type": "Number",
+            "Default": default,
+            "MinValue": 10,
+            "MaxValue": 2_000_000_000,
+            "Description": f"Requests per source IP address in {WAF_RATE_WINDOW_SECONDS // 60} minutes to {what} "
+                           "before the web ACL answers 429 (many people may share one address: a town hall, a mobile carrier)",
+        }
+        for _, parameter, default, what, _ in WAF_RATE_RULES
+    }
+
+
 # -- the template ----------------------------------------------------------------------------------------
 
 
@@ -523,6 +866,7 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
     application = chalice_app() if application is None else application
     config_from_disk = chalice_config() if config_from_disk is None else config_from_disk
     functions = chalice_functions(application, config_from_disk)
+    check_concurrency(functions)
     tables = cloudformation_tables()["Resources"]
     stage_config = config_from_disk["stages"][CHALICE_STAGE]
     api_stage = stage_config.get("api_gateway_stage", "api")
@@ -543,12 +887,15 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
             },
         }
         role = _role(spec, tables, api_sends_to)
+        role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].extend(hardening_statements(spec))
         size = estimated_policy_size(role)
         if size > ROLE_POLICY_SIZE_LIMIT:
             raise ValueError(f"{spec.name}: its role policy would take about {size} characters, over IAM's "
                              f"{ROLE_POLICY_SIZE_LIMIT}; group the table ARNs (e.g. by the TablePrefix) instead")
         resources[spec.base + "Role"] = role
         resources[spec.logical_id] = _function(spec)
+        if is_invoked_asynchronously(spec):
+            resources.update(_async_failures(spec))
         resources[spec.base + "ErrorsAlarm"] = _metric_alarm(
             f"{spec.name}-errors", f"The Lambda function {spec.name} ended invocations with an error.",
             "AWS/Lambda", "Errors", {"FunctionName": {"Ref": spec.logical_id}},
@@ -569,8 +916,7 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
             }
             if spec.batching_window:
                 mapping["MaximumBatchingWindowInSeconds"] = spec.batching_window
-            if spec.maximum_concurrency:
-                mapping["ScalingConfig"] = {"MaximumConcurrency": spec.maximum_concurrency}
+            mapping["ScalingConfig"] = {"MaximumConcurrency": sqs_maximum_concurrency(spec)}
             resources[spec.base + "EventSourceMapping"] = {"Type": "AWS::Lambda::EventSourceMapping", "Properties": mapping}
             outputs[queue_logical_id(spec.queue) + "Url"] = {
                 "Description": f"URL of {spec.queue}",
@@ -603,8 +949,10 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
                 },
             }
 
-    if any(spec.kind == "api" for spec in functions):
-        resources.update(_rest_api(application, api_stage, endpoint_type))
+    api = next((spec for spec in functions if spec.kind == "api"), None)
+    if api is not None:
+        resources.update(_rest_api(application, api_stage, endpoint_type, tracing=api.settings["tracing"]))
+        resources.update(_web_acl(application, api_stage))
         outputs["ApiUrl"] = {
             "Description": "Base URL of the HTTP API (terminals, staff, portal)",
             "Value": {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + api_stage + "/"},
@@ -662,10 +1010,13 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
             "GeneratedBy": "python -m tools.infrastructure",
             "Chalice": {"stage": CHALICE_STAGE, "functions": {spec.name: spec.handler for spec in functions}},
         },
-        "Parameters": _parameters(config_from_disk),
+        # The tables' own parameters (TableDeletionProtection), then the platform's (its TablePrefix wins).
+        "Parameters": {**cloudformation_tables()["Parameters"], **_parameters(config_from_disk)},
         "Conditions": {
             "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
             "HasPartnerAccounts": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "PartnerAccountIds"}]}, ""]}]},
+            "CardHashSecretIdIsArn": {"Fn::Equals": [
+                {"Fn::Select": [0, {"Fn::Split": [":", {"Ref": "CardHashSecretId"}]}]}, "arn"]},
         },
         "Resources": resources,
         "Outputs": outputs,
@@ -694,7 +1045,8 @@ def _parameters(config_from_disk: dict) -> dict:
         "CardHashSecretId": {
             "Type": "String",
             "Default": "municipal-point-cloud/card-hash-secret",
-            "Description": "Secrets Manager secret (name or ARN) whose SecretString is the card-hash secret (CARD_HASH_SECRET)",
+            "Description": "Secrets Manager secret (name or full ARN) whose SecretString is the card-hash secret; the "
+                           "functions that hash card serials get it as CARD_HASH_SECRET_ID and read the value at run time",
         },
         "AlarmEmail": {
             "Type": "String",
@@ -724,10 +1076,11 @@ def _parameters(config_from_disk: dict) -> dict:
             "Default": "",
             "Description": "AWS account ids of partners allowed to send to the conversion queue (empty: none)",
         },
+        **_waf_parameters(),
     }
 
 
-def _rest_api(application, stage: str, endpoint_type: str) -> dict:
+def _rest_api(application, stage: str, endpoint_type: str, tracing: bool = False) -> dict:
     swagger = _swagger(application)
     digest = hashlib.sha256(json.dumps(swagger, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     # A deployment is a snapshot: a new logical id whenever the API changes makes CloudFormation create a
@@ -803,6 +1156,8 @@ def _rest_api(application, stage: str, endpoint_type: str) -> dict:
                 "StageName": stage,
                 "Description": "Production stage",
                 "AccessLogSetting": {"DestinationArn": _get_att("ApiAccessLogGroup"), "Format": access_log_format},
+                # API Gateway samples requests (X-Ray's default rule) and Lambda follows its decision.
+                "TracingEnabled": tracing,
                 "MethodSettings": [{
                     "ResourcePath": "/*",
                     "HttpMethod": "*",

@@ -1,4 +1,4 @@
-"""The partner conversion consumer (DESIGN §6) and the reserve account's daily job.
+"""The partner conversion consumer (docs/CONTRACTS.md#partner-conversions) and the reserve account's daily job.
 
 The SQS handler is tiny on purpose: Powertools' batch processor runs `convert_record` for each record
 and reports the ones that raised as `batchItemFailures`, so only they are retried (the event source
@@ -16,11 +16,15 @@ from chalicelib.api import dependencies as deps
 CONVERSION_QUEUE = "points-partner-conversions"
 CONVERSION_DEAD_LETTER_QUEUE = "points-partner-conversions-dead-letters"
 CONVERSION_BATCH_SIZE = 10
+# A partner's month-end batch drains at ten batches at once instead of scaling out over the account's
+# concurrency, which the API needs; the function's reserved concurrency (.chalice/config.json) matches it.
+CONVERSION_MAXIMUM_CONCURRENCY = 10
 
 conversion_handlers = Blueprint(__name__)
 
 
-@conversion_handlers.on_sqs_message(queue=CONVERSION_QUEUE, batch_size=CONVERSION_BATCH_SIZE)
+@conversion_handlers.on_sqs_message(queue=CONVERSION_QUEUE, batch_size=CONVERSION_BATCH_SIZE,
+                                    maximum_concurrency=CONVERSION_MAXIMUM_CONCURRENCY)
 def handle_partner_conversions(event):
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 

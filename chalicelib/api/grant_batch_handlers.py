@@ -18,11 +18,16 @@ from chalicelib.api import dependencies as deps
 GRANT_BATCH_QUEUE = "points-grant-batches"
 GRANT_BATCH_DEAD_LETTER_QUEUE = "points-grant-batches-dead-letters"
 GRANT_BATCH_SIZE = 1
+# At most five chunks at once: a 100,000-row upload (500 chunks of 200 rows) still posts in minutes, while
+# it leaves the account's concurrency to the API and keeps the writes to one municipality's budget from
+# contending. The function's reserved concurrency (.chalice/config.json) matches it.
+GRANT_BATCH_MAXIMUM_CONCURRENCY = 5
 
 grant_batch_handlers = Blueprint(__name__)
 
 
-@grant_batch_handlers.on_sqs_message(queue=GRANT_BATCH_QUEUE, batch_size=GRANT_BATCH_SIZE)
+@grant_batch_handlers.on_sqs_message(queue=GRANT_BATCH_QUEUE, batch_size=GRANT_BATCH_SIZE,
+                                     maximum_concurrency=GRANT_BATCH_MAXIMUM_CONCURRENCY)
 def handle_grant_batches(event):
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 

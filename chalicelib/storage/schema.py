@@ -94,6 +94,9 @@ def delete_tables(client, table_prefix: str) -> None:
             pass
 
 
+TABLE_DELETION_PROTECTION_PARAMETER = "TableDeletionProtection"
+
+
 def _logical_id(base_name: str) -> str:
     return "".join(part.capitalize() for part in base_name.split("_")) + "Table"
 
@@ -109,7 +112,10 @@ def cloudformation_tables() -> dict[str, Any]:
             "KeySchema": definition["KeySchema"],
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
-            "DeletionProtectionEnabled": True,
+            # A parameter, not a constant, only so that the first deployment can create the tables unprotected:
+            # CloudFormation cannot delete a protected table, so a rolled-back first deployment would leave
+            # them behind despite RetainExceptOnCreate. Turned on by the second deployment (docs/DEPLOYMENT.md §6).
+            "DeletionProtectionEnabled": {"Ref": TABLE_DELETION_PROTECTION_PARAMETER},
             "SSESpecification": {"SSEEnabled": True},
         }
         if "GlobalSecondaryIndexes" in definition:
@@ -120,14 +126,26 @@ def cloudformation_tables() -> dict[str, Any]:
             properties["TimeToLiveSpecification"] = {"AttributeName": TTL_ATTRIBUTES[base_name], "Enabled": True}
         resources[_logical_id(base_name)] = {
             "Type": "AWS::DynamoDB::Table",
-            "DeletionPolicy": "Retain",
+            # Kept when the stack is deleted or the resource removed (a public ledger), but deleted when the
+            # stack operation that created it rolls back: a failed first deployment must not leave tables
+            # with the fixed names behind to block the retry. See docs/DEPLOYMENT.md, "初回配備の失敗".
+            "DeletionPolicy": "RetainExceptOnCreate",
             "UpdateReplacePolicy": "Retain",
             "Properties": properties,
         }
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Municipal Point Cloud: DynamoDB tables, generated from chalicelib/storage/models.py",
-        "Parameters": {"TablePrefix": {"Type": "String", "Default": "points-prod-"}},
+        "Parameters": {
+            "TablePrefix": {"Type": "String", "Default": "points-prod-"},
+            TABLE_DELETION_PROTECTION_PARAMETER: {
+                "Type": "String",
+                "Default": "true",
+                "AllowedValues": ["true", "false"],
+                "Description": "DynamoDB deletion protection on every table: false only for the first deployment, "
+                               "so that a failed creation rolls back cleanly (see docs/DEPLOYMENT.md)",
+            },
+        },
         "Resources": resources,
     }
 

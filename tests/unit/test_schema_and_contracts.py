@@ -15,11 +15,17 @@ def test_infrastructure_tables__match_the_models():
 
 
 def test_tables__protected_and_recoverable_in_production():
-    for resource in cloudformation_tables()["Resources"].values():
+    template = cloudformation_tables()
+    protection = template["Parameters"]["TableDeletionProtection"]
+    assert protection["Default"] == "true" and protection["AllowedValues"] == ["true", "false"]
+    for resource in template["Resources"].values():
         properties = resource["Properties"]
         assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-        assert properties["DeletionProtectionEnabled"] is True
-        assert resource["DeletionPolicy"] == "Retain"
+        assert properties["DeletionProtectionEnabled"] == {"Ref": "TableDeletionProtection"}
+        # Kept by every stack operation except the rollback of the one that created it (a failed first
+        # deployment leaves no table behind to block the retry); never replaced in place.
+        assert resource["DeletionPolicy"] == "RetainExceptOnCreate"
+        assert resource["UpdateReplacePolicy"] == "Retain"
 
 
 def test_table_definitions__every_index_key_is_declared():
@@ -58,13 +64,13 @@ def test_signed_path__stage_prefix_is_left_out():
 
 
 def test_production_trust_anchor__loads_and_refuses_development_cards():
-    """The J-LIS anchor from shared/ works as a trust store; a card from our development CA is not trusted by it."""
+    """The committed J-LIS anchor bundle works as a trust store; a card from our development CA is not trusted by it."""
     import pytest
 
     from chalicelib import errors
     from tests.world import NOW, issue_test_card
 
-    anchor = ROOT.parent / "shared" / "jpki" / "jlis_user_auth_ca_2023.pem"
+    anchor = ROOT / "chalicelib" / "trust" / "jpki-user-authentication-anchors.pem"
     authority = cards.CardAuthority(anchor.read_bytes(), b"secret")
     assert len(authority._anchors) == 1
     with pytest.raises(errors.CardCertificateInvalid):
@@ -77,7 +83,8 @@ def test_lambda_requirements__hold_no_card_reader_or_test_tools():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert lambda_packages == {"pynamodb", "aws-lambda-powertools", "cryptography", "segno"}
+    # aws-xray-sdk: what Powertools Tracer needs for the functions' X-Ray traces (imported on first use).
+    assert lambda_packages == {"pynamodb", "aws-lambda-powertools", "aws-xray-sdk", "cryptography", "segno"}
     assert "pyscard" in (ROOT / "requirements-dev.txt").read_text()
 
 
