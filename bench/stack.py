@@ -1,10 +1,11 @@
 """The local services the benchmark runs against, started and stopped by the benchmark itself.
 
-DynamoDB Local in memory (Amazon's engine, as the integration tests use it) and moto's server for SQS,
-each on a free port, with the environment pointed at them the way the local cloud does it. The app is
-configured through its environment only (table prefix, card trust store, card-hash secret), so the
-stores and the card authority the benchmark measures are built by `chalicelib.api.dependencies` exactly
-as a Lambda container builds them, caches included.
+DynamoDB Local in memory (Amazon's engine, as the integration tests use it) and moto's server for SQS
+and Secrets Manager, each on a free port, with the environment pointed at them the way the local cloud
+does it. The app is configured through its environment only (table prefix, card trust store, the name of
+the card-hash secret, whose value it reads from Secrets Manager), so the stores and the card authority
+the benchmark measures are built by `chalicelib.api.dependencies` exactly as a Lambda container builds
+them, caches included. moto's server always runs: without SQS it still serves the card-hash secret.
 """
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from tools.localcloud.processes import DynamoDBLocal, MotoServer, free_port, local_aws_environment
+from tools.localcloud.processes import (
+    LOCAL_CARD_HASH_SECRET_ID,
+    DynamoDBLocal,
+    MotoServer,
+    free_port,
+    local_aws_environment,
+    store_local_secret,
+)
 
 REGION = "ap-northeast-1"
 TABLE_PREFIX = "bench-"
@@ -35,20 +43,21 @@ class LocalStack:
 
         self.database = DynamoDBLocal(free_port())
         self.database.start()
-        if self.with_sqs:
-            self.queues = MotoServer(free_port())
-            self.queues.start()
+        self.queues = MotoServer(free_port())
+        self.queues.start()
+        store_local_secret(self.queues.endpoint_url, LOCAL_CARD_HASH_SECRET_ID, HASH_SECRET.decode())
         trust_store = self.scratch / "trust-store.pem"
         trust_store.write_bytes(shared_ca().certificate_pem)
         # The test CA with its key, for child processes (bench.contention) to issue cards the app trusts.
         authority_file = self.scratch / "dev-ca.pem"
         authority_file.write_bytes(shared_ca().to_pem())
-        environment = local_aws_environment(self.database.endpoint_url,
-                                            self.queues.endpoint_url if self.queues else "http://127.0.0.1:9")
+        environment = local_aws_environment(self.database.endpoint_url, self.queues.endpoint_url)
+        if not self.with_sqs:
+            environment["AWS_ENDPOINT_URL_SQS"] = "http://127.0.0.1:9"
         environment.update({
             "POINTS_TABLE_PREFIX": TABLE_PREFIX,
             "CARD_TRUST_STORE": str(trust_store),
-            "CARD_HASH_SECRET": HASH_SECRET.decode(),
+            "CARD_HASH_SECRET_ID": LOCAL_CARD_HASH_SECRET_ID,
             "BENCH_DEV_CA_PEM": str(authority_file),
         })
         for key, value in environment.items():
@@ -56,10 +65,11 @@ class LocalStack:
             os.environ[key] = value
 
         from chalicelib.api import dependencies
-        from chalicelib.config import reset_settings
+        from chalicelib.config import reset_secrets, reset_settings
         from chalicelib.storage.schema import create_tables
 
         reset_settings()
+        reset_secrets()
         dependencies.reset()
         create_tables(self.dynamodb_client(), TABLE_PREFIX)
         dependencies.get_ledger_store()  # binds every model to the benchmark's tables

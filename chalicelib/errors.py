@@ -1,7 +1,7 @@
 """Domain errors: plain exception classes, one per refusal the API can give.
 
 Each class names its stable error `code` and HTTP `status`; the edge (`chalicelib.api.errors`) turns
-them into the DESIGN §5 error body. Messages are Japanese because shop owners, staff and residents read
+them into the error body of docs/CONTRACTS.md#errors. Messages are Japanese because shop owners, staff and residents read
 them; code never looks at message text, only at the class.
 """
 from __future__ import annotations
@@ -60,6 +60,14 @@ class StaffAuthenticationFailed(DomainError):
     code = "staff_authentication_failed"
     status = 401
     message = "職員の認証に失敗しました。もう一度サインインしてください。"
+
+
+class StaffSignInLocked(DomainError):
+    """Too many failed sign-ins in a row for one staff id; `retry_after_seconds` becomes `Retry-After`."""
+
+    code = "staff_sign_in_locked"
+    status = 429
+    message = "サインインに続けて失敗したため、この職員IDを一時的にロックしています。しばらくたってからもう一度お試しください。"
 
 
 class StaffForbidden(DomainError):

@@ -17,6 +17,8 @@ import pytest
 from tools.localcloud.processes import DynamoDBLocal, free_port, local_aws_environment
 
 REGION = "ap-northeast-1"
+# No X-Ray daemon in tests: Powertools Tracer passes through, as in the local cloud.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")
@@ -224,7 +226,7 @@ def http(dynamo_world, dynamo_staff_store):
         card_authority=dynamo_world.authority,
         clock=time.time,
         settings=Settings(
-            table_prefix="unused", region=REGION, card_trust_store_path="", card_hash_secret=b"unused",
+            table_prefix="unused", region=REGION, card_trust_store_path="", card_hash_secret_id="unused",
             staff_session_idle_seconds=900, terminal_clock_skew_seconds=300, card_signature_max_age_seconds=600,
         ),
     )

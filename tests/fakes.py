@@ -222,6 +222,9 @@ class FakeStaffStore:
     def __init__(self):
         self.accounts = {}
         self.sessions = {}
+        # staff id -> {"attempts", "window_started_at", "locked_until"}: the DynamoDB item's attributes
+        self.sign_in_attempts: dict[str, dict] = {}
+        self._lock = threading.Lock()
 
     def get_staff(self, staff_id):
         return self.accounts.get(staff_id)
@@ -256,6 +259,27 @@ class FakeStaffStore:
 
     def delete_session(self, session_key):
         self.sessions.pop(session_key, None)
+
+    def count_sign_in_attempt(self, staff_id, now, limits):
+        """The same steps as `DynamoStaffStore.count_sign_in_attempt`, each under one lock."""
+        from chalicelib.services.staff import SignInAttempt
+
+        with self._lock:
+            seen = self.sign_in_attempts.get(staff_id)
+            if seen is not None and seen["locked_until"] is not None and seen["locked_until"] > now:
+                return SignInAttempt(0, seen["locked_until"])
+            if seen is None or seen["locked_until"] is not None or seen["window_started_at"] <= now - limits.window_seconds:
+                self.sign_in_attempts[staff_id] = {"attempts": 1, "window_started_at": now, "locked_until": None}
+                return SignInAttempt(1)
+            seen["attempts"] += 1
+            if seen["attempts"] < limits.max_attempts:
+                return SignInAttempt(seen["attempts"])
+            seen["locked_until"] = now + limits.lock_seconds
+            return SignInAttempt(seen["attempts"], seen["locked_until"])
+
+    def clear_sign_in_attempts(self, staff_id):
+        with self._lock:
+            self.sign_in_attempts.pop(staff_id, None)
 
 
 class FakeGrantStore:

@@ -39,8 +39,15 @@ def _read_or_create(path: Path, create) -> dict:
     return data
 
 
-def ensure_secrets(demo_dir: Path) -> tuple[Path, bytes]:
-    """The development trust store and the card-hash secret: what the app's environment points at."""
+def ensure_secrets(demo_dir: Path, secrets_endpoint_url: str) -> tuple[Path, bytes]:
+    """The development trust store and the card-hash secret: what the app's environment points at.
+
+    The card-hash secret is kept in the data folder, so certificate hashes stay the same across runs over
+    persisted tables, and stored in the local Secrets Manager under LOCAL_CARD_HASH_SECRET_ID, where the
+    app reads it as it does in AWS (the environment names the secret, never holds it).
+    """
+    from tools.localcloud.processes import LOCAL_CARD_HASH_SECRET_ID, store_local_secret
+
     demo_dir.mkdir(parents=True, exist_ok=True)
     ca_path = demo_dir / "dev-ca.key-and-cert.pem"
     if not ca_path.exists():
@@ -49,6 +56,7 @@ def ensure_secrets(demo_dir: Path) -> tuple[Path, bytes]:
     trust_path = demo_dir / "trust-store.pem"
     trust_path.write_bytes(DevCertificateAuthority.from_pem(ca_path.read_bytes()).certificate_pem)
     secret = _read_or_create(demo_dir / "platform-secret.json", lambda: {"card_hash_secret": secrets.token_hex(32)})
+    store_local_secret(secrets_endpoint_url, LOCAL_CARD_HASH_SECRET_ID, secret["card_hash_secret"])
     return trust_path, secret["card_hash_secret"].encode()
 
 

@@ -1,6 +1,6 @@
 """Request parsing and the error table of the HTTP edge.
 
-`endpoint` wraps every view: a `DomainError` becomes the DESIGN §5 error body with its stable code and
+`endpoint` wraps every view: a `DomainError` becomes the error body of docs/CONTRACTS.md#errors with its stable code and
 status; anything unexpected becomes a 500 `internal_error` with no stack trace, logged with the request
 id. Bodies are parsed here, with a size limit and a nesting limit, so that bad input always gets a clear
 400 and never reaches a service.
@@ -21,6 +21,13 @@ from chalicelib import errors
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 8
+# The body fields that hold what people write (docs/CONTRACTS.md#individual-number: no Individual Number anywhere inside them):
+# grant, suspension and rejection reasons, approval notes, names of merchants, partners, operators and
+# transfer programmes, terminal labels, point names and upload file names. Every other string field is
+# an identifier, a code, a secret or an encoded payload, where only a whole value is refused (a UUID's or
+# a certificate's digits are not a number someone wrote). tests/unit/test_openapi.py keeps this list and
+# the request bodies of docs/openapi.yaml in step.
+FREE_TEXT_FIELDS = frozenset({"reason", "note", "name", "label", "point_name", "file_name"})
 
 
 def request_id(request) -> str:
@@ -37,7 +44,12 @@ def error_response(error: errors.DomainError, request) -> Response:
     field = error.details.get("field")
     if field:
         body["error"]["field"] = field
-    return Response(body=body, status_code=error.status, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    # A refusal that ends by itself (a sign-in lockout) says when, in whole seconds, as RFC 9110 asks.
+    retry_after = error.details.get("retry_after_seconds")
+    if retry_after:
+        headers["Retry-After"] = str(int(retry_after))
+    return Response(body=body, status_code=error.status, headers=headers)
 
 
 def endpoint(app_or_blueprint) -> Callable:
@@ -109,21 +121,24 @@ def json_object(request, max_bytes: int = MAX_BODY_BYTES) -> dict:
     return parsed
 
 
-def _refuse_individual_numbers(value: Any, path: str) -> None:
-    """DESIGN §3, at the one door every JSON body passes: no field anywhere may carry an Individual Number.
+def _refuse_individual_numbers(value: Any, path: str, free_text: bool = False) -> None:
+    """docs/CONTRACTS.md#individual-number, at the one door every JSON body passes: no field anywhere may carry an Individual Number.
 
     Checked over the whole body rather than field by field, so that a field added later (a name, a
-    reason, a file name, a queue name) is covered without anyone remembering to.
+    reason, a file name, a queue name) is covered without anyone remembering to. A field named in
+    `FREE_TEXT_FIELDS` is searched for one written anywhere inside it; any other string is refused when
+    its whole value is one.
     """
     from chalicelib.domain import identifiers
 
     if isinstance(value, dict):
         for key, child in value.items():
-            _refuse_individual_numbers(child, f"{path}.{key}" if path else str(key))
+            _refuse_individual_numbers(child, f"{path}.{key}" if path else str(key), key in FREE_TEXT_FIELDS)
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            _refuse_individual_numbers(child, f"{path}[{index}]")
-    elif isinstance(value, str) and identifiers.looks_like_individual_number(value.strip()):
+            _refuse_individual_numbers(child, f"{path}[{index}]", free_text)
+    elif isinstance(value, str) and (identifiers.contains_individual_number(value) if free_text
+                                     else identifiers.looks_like_individual_number(value)):
         raise errors.IndividualNumberForbidden(field=path or None)
 
 

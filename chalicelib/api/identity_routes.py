@@ -174,7 +174,7 @@ def staff_suspend(mykey_id):
     reason = required(body, "reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
         raise errors.ValidationFailed("reason（停止理由）を200文字以内で入力してください。", field="reason")
-    identifiers.refuse_individual_number(reason, "reason")
+    identifiers.refuse_individual_number_in_text(reason, "reason")
     return identity.suspend(deps.get_identity_store(), mykey.mykey_id, reason.strip(), _staff_actor(session))
 
 

@@ -88,10 +88,9 @@ def sign_in():
     counter_terminal_id = body.get("counter_terminal_id")
     if counter_terminal_id is not None:
         counter_terminal_id = identifiers.plain_identifier(counter_terminal_id, "counter_terminal_id")
-    token, session = staff.sign_in(deps.get_staff_store(), staff_id, password, deps.get_clock(), counter_terminal_id)
-    # Who was signed in at which counter, and when: the trail that shared counter terminals need.
-    deps.get_identity_store().audit(session.municipality_code, "staff_sign_in", f"staff:{session.staff_id}",
-                                    counter_terminal_id=counter_terminal_id)
+    # The service audits the sign-in, and every refused one (with the lockout it may start).
+    token, session = staff.sign_in(deps.get_staff_store(), staff_id, password, deps.get_clock(), counter_terminal_id,
+                                   audit=deps.get_identity_store().audit)
     return created(
         {
             "token": token,
@@ -162,7 +161,7 @@ def create_grant(code):
     reason = required(body, "reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
         raise errors.ValidationFailed("reason（付与理由）を200文字以内で入力してください。", field="reason")
-    identifiers.refuse_individual_number(reason, "reason")
+    identifiers.refuse_individual_number_in_text(reason, "reason")
     expires_on = body.get("expires_on")
     if expires_on is not None:
         expires_on = identifiers.iso_date(expires_on, "expires_on")
@@ -269,7 +268,7 @@ def reject(code, approval_id):
     note = body.get("note", "")
     if not isinstance(note, str) or len(note) > 200:
         raise errors.ValidationFailed("note（却下の理由）は200文字以内です。", field="note")
-    identifiers.refuse_individual_number(note, "note")
+    identifiers.refuse_individual_number_in_text(note, "note")
     approval = grant_requests.reject(deps.get_grant_batch_store(), municipality_code, approval_id, session.staff_id,
                                      note.strip(), deps.get_clock())
     deps.get_identity_store().audit(

@@ -1,4 +1,4 @@
-"""Card certificates and card signatures (DESIGN §3, §5, §7).
+"""Card certificates and card signatures (docs/CONTRACTS.md#card-certificates, #card-signature, #apdus).
 
 A card presents its user-authentication certificate (DER). The platform accepts it only if a CA in the
 configured trust store issued it and it is within its validity period; it then knows the card by a keyed
@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Callable
 
 from chalicelib import errors
 
@@ -45,16 +46,26 @@ class CardAuthority:
     # of an authority, so neither does the outcome of the chain check for the same bytes.
     VERIFIED_CACHE_ENTRIES = 10_000
 
-    def __init__(self, trust_anchors_pem: bytes, hash_secret: bytes):
+    def __init__(self, trust_anchors_pem: bytes, hash_secret: bytes | Callable[[], bytes]):
+        """`hash_secret` is the key itself (tests, tools) or a function returning it (a Lambda container, whose
+        key comes from Secrets Manager under a TTL: see `chalicelib.config.card_hash_secret`)."""
         from collections import OrderedDict
 
         from cryptography import x509
 
         self._anchors = x509.load_pem_x509_certificates(trust_anchors_pem) if trust_anchors_pem.strip() else []
-        self._hash_secret = hash_secret
+        self._secret = hash_secret if callable(hash_secret) else (lambda: hash_secret)
         self._verified: OrderedDict[bytes, tuple[dt.datetime, dt.datetime, VerifiedCertificate]] = OrderedDict()
 
+    @property
+    def _hash_secret(self) -> bytes:
+        return self._secret()
+
     def verify_certificate(self, certificate_der: bytes, now: float) -> VerifiedCertificate:
+        # Asked on every verification, remembered chains included: within the secret's TTL this is a lookup in
+        # the container's cache, and past it this is where a container learns that the secret was deleted or
+        # disabled, and stops accepting cards instead of going on with a key the platform no longer holds.
+        self._secret()
         moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         digest = hashlib.sha256(certificate_der).digest()
         known = self._verified.get(digest)
@@ -152,4 +163,9 @@ def _read_trust_store(path: str) -> bytes:
 
 
 def authority_from_settings(settings) -> CardAuthority:
-    return CardAuthority(_read_trust_store(settings.card_trust_store_path), settings.card_hash_secret)
+    """The container's authority: its key is read from Secrets Manager now (a missing or unreadable secret
+    fails here, clearly) and again whenever the cached value's TTL has passed."""
+    from chalicelib.config import card_hash_secret
+
+    card_hash_secret(settings)
+    return CardAuthority(_read_trust_store(settings.card_trust_store_path), lambda: card_hash_secret(settings))

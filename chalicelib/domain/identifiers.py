@@ -1,14 +1,17 @@
-"""Identifier and amount rules of DESIGN §3.
+"""Identifier and amount rules of docs/CONTRACTS.md#identifiers.
 
-Every identifier that enters the system passes through here. The Individual Number (個人番号) check runs
-on every identifier field: the platform must never accept or store one, even by mistake in a field
-meant for something else.
+Every identifier that enters the system passes through here. The Individual Number (個人番号) checks
+run on every field: the platform must never accept or store one, even by mistake in a field meant for
+something else. Identifier fields are refused when their whole value is one
+(`looks_like_individual_number`); free text (reasons, notes, names, labels, CSV cells) is searched for
+one anywhere inside it (`contains_individual_number`).
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
 import secrets
+import unicodedata
 import uuid
 
 from chalicelib import errors
@@ -17,7 +20,18 @@ MYKEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MYKEY_ID_LENGTH = 8
 _MYKEY_PATTERN = re.compile(f"^[{MYKEY_ALPHABET}]{{{MYKEY_ID_LENGTH}}}$")
 _MUNICIPALITY_PATTERN = re.compile(r"^[0-9]{6}$")
-_TWELVE_DIGITS = re.compile(r"^[0-9]{12}$")
+# How people write a number in groups: one space, or one hyphen, dash or dot with at most a space on either
+# side. After NFKC the full-width forms (０-９, －, the ideographic space) are already ASCII; the dashes that
+# NFKC keeps are listed, and so is ー (the katakana long vowel mark), which the IME gives for "-" typed
+# in kana mode and which reads as a hyphen between digits.
+_DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc"
+_SEPARATOR = rf"(?:\s?[{_DASHES}.]\s?|\s)"
+_DIGIT_CHAIN = re.compile(rf"[0-9]+(?:{_SEPARATOR}[0-9]+)*")
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+# A UUID quoted in text (a grant id in a note): its last group is 12 hex digits, all digits in about one
+# UUID in 3,000; it is an identifier, not a number a person wrote.
+_UUID_IN_TEXT = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+INDIVIDUAL_NUMBER_DIGITS = 12
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 MIN_AMOUNT = 1
@@ -40,13 +54,77 @@ def individual_number_check_digit(first_eleven: str) -> int:
     return 0 if remainder <= 1 else 11 - remainder
 
 
+def _is_individual_number(digits: str) -> bool:
+    return (len(digits) == INDIVIDUAL_NUMBER_DIGITS and digits.isascii() and digits.isdigit()
+            and individual_number_check_digit(digits[:11]) == int(digits[11]))
+
+
+def _normalised(text: str) -> str:
+    """NFKC (full-width digits, hyphens and spaces to ASCII), then any other script's decimal digits to 0-9."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(char)) if char.isdecimal() else char for char in text)
+
+
 def looks_like_individual_number(value: object) -> bool:
-    text = str(value).strip() if value is not None else ""
-    return bool(_TWELVE_DIGITS.fullmatch(text)) and individual_number_check_digit(text[:11]) == int(text[11])
+    """The rule for identifier fields: the whole value, spaces around it aside, is an Individual Number.
+
+    Written plain (`123456789018`), in groups (`1234 5678 9018`, `1234-5678-9018`, `1234.5678.9018`) or
+    in full-width digits: twelve digits in all whose last is the My Number check digit (docs/CONTRACTS.md#individual-number). A
+    value with anything else in it (a UUID, a MyKey ID, a base64 certificate) is left to the field's own
+    format check: a UUID's last group is twelve digits in one UUID in about 3,000, and searching inside
+    identifiers would refuse one in ten of those.
+    """
+    if value is None:
+        return False
+    text = _normalised(str(value)).strip()
+    if not _DIGIT_CHAIN.fullmatch(text):
+        return False
+    return _is_individual_number("".join(_DIGIT_GROUP.findall(text)))
+
+
+def contains_individual_number(value: object) -> bool:
+    """The rule for free text: an Individual Number written anywhere inside it.
+
+    After normalisation (`_normalised`), the text is cut into chains of digit groups joined by one
+    separator each (a space, or a hyphen, dash, ー or dot with at most a space either side). Any run of
+    consecutive whole groups of a chain holding twelve digits whose last is the check digit is refused:
+    「個人番号 123456789018 の方」, 「1234-5678-9018」, 「１２３４　５６７８　９０１８」, and also
+    「2026-11-27 123456789018」 (the date and the number form one chain, the number is a run of it).
+
+    Groups are never split: a number of thirteen digits or more written without separators (a corporate
+    number, a JAN code, a bank's branch and account together) is not searched for a twelve-digit part.
+    Every such number holds two or more twelve-digit windows and about one in five would be refused for
+    nothing, while a person writing a My Number writes it whole, alone or in 4-4-4. A UUID quoted in the
+    text is skipped, for the reason given in `looks_like_individual_number`. A phone number (10 or 11
+    digits) or a date alone never reaches twelve digits.
+    """
+    if not isinstance(value, str) or not value:
+        return False
+    text = _UUID_IN_TEXT.sub("/", _normalised(value))
+    for chain in _DIGIT_CHAIN.finditer(text):
+        groups = _DIGIT_GROUP.findall(chain.group())
+        for first in range(len(groups)):
+            digits = ""
+            for group in groups[first:]:
+                digits += group
+                if len(digits) >= INDIVIDUAL_NUMBER_DIGITS:
+                    break
+            if _is_individual_number(digits):
+                return True
+    return False
 
 
 def refuse_individual_number(value: object, field: str) -> None:
+    """Identifier fields: refused when the whole value is an Individual Number."""
     if looks_like_individual_number(value):
+        raise errors.IndividualNumberForbidden(field=field)
+
+
+def refuse_individual_number_in_text(value: object, field: str) -> None:
+    """Free-text fields: refused when an Individual Number is written anywhere inside them."""
+    if contains_individual_number(value):
         raise errors.IndividualNumberForbidden(field=field)
 
 

@@ -37,7 +37,7 @@ class TerminalCommand:
 def _name(value, field: str, max_length: int = 60) -> str:
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > max_length:
         raise errors.ValidationFailed(f"{field} は{max_length}文字以内で入力してください。", field=field)
-    identifiers.refuse_individual_number(value, field)
+    identifiers.refuse_individual_number_in_text(value, field)
     return value.strip()
 
 

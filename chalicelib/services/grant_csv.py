@@ -176,7 +176,8 @@ def _check_row(line, record, positions, max_amount, today, seen_references, row_
 
     values = {field: cell(field) for field in COLUMNS}
     for field, value in values.items():
-        if identifiers.looks_like_individual_number(value):
+        # Every cell is text a person typed (a reference may be "APP-123456789018"): searched inside.
+        if identifiers.contains_individual_number(value):
             refuse(field, "individual_number_forbidden", "個人番号（マイナンバー）と思われる値は取り込めません。")
     if found:
         row_errors.extend(found)

@@ -26,7 +26,7 @@ DEFAULT_BUDGET_SHARDS = 8
 def _text(value: Any, field: str, max_length: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > max_length:
         raise errors.ValidationFailed(f"{field} は{max_length}文字以内の文字列で指定してください。", field=field)
-    identifiers.refuse_individual_number(value, field)
+    identifiers.refuse_individual_number_in_text(value, field)
     return value.strip()
 
 

@@ -5,11 +5,21 @@ SHA-256 hash. A session ends on sign-out, after `idle_seconds` without a request
 terminals are the main cause of misdirected points when staff forget to sign out), and after eight
 hours whatever happens. Each session is scoped to the staff member's one municipality and role, and
 works the same under `chalice local` and behind API Gateway because it is checked inside the function.
+
+Guessing passwords is slowed down per staff id: `SIGN_IN_LIMITS.max_attempts` (5) sign-ins in a row that
+fail, the first of them less than `window_seconds` (15 minutes) ago, lock the id for `lock_seconds` (15
+minutes), during which even the right password is refused with `staff_sign_in_locked` and the time to
+wait. A successful sign-in clears the count. Every attempt is counted in storage *before* its password
+is checked, by a conditional update, so parallel requests cannot get more than five passwords checked
+before the lock. An id that does not exist is counted, locked and answered exactly like one that does,
+and every refused sign-in is written to the audit log with its real reason (which only the audit shows).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -48,9 +58,42 @@ class StaffSession:
     counter_terminal_id: str | None = None
 
 
+@dataclass(frozen=True)
+class SignInLimits:
+    """How many sign-ins in a row may fail, within how long, and how long the staff id is then locked."""
+
+    max_attempts: int = 5
+    window_seconds: int = 15 * 60
+    lock_seconds: int = 15 * 60
+
+    def __post_init__(self):
+        # The first attempt of a run only starts it; the lock is taken by a later one.
+        if self.max_attempts < 2:
+            raise ValueError("max_attempts must be at least 2")
+
+
+SIGN_IN_LIMITS = SignInLimits()
+
+
+@dataclass(frozen=True)
+class SignInAttempt:
+    """One sign-in attempt as the store counted it.
+
+    `number` is the attempt's place in the current run of attempts (1 to `max_attempts`): the password may
+    be checked. It is 0 when the attempt was refused without a check: the id is locked until
+    `locked_until`, or (`locked_until` None) the count stayed contended by parallel attempts. The last
+    attempt allowed also carries `locked_until`: the lock has started and only its success lifts it.
+    """
+
+    number: int
+    locked_until: int | None = None
+
+
 class StaffStore(Protocol):
     def get_staff(self, staff_id: str) -> StaffAccount | None: ...
     def put_staff(self, account: StaffAccount) -> None: ...
+    def count_sign_in_attempt(self, staff_id: str, now: int, limits: SignInLimits) -> SignInAttempt: ...
+    def clear_sign_in_attempts(self, staff_id: str) -> None: ...
     def put_session(self, session: StaffSession) -> None: ...
     def get_session(self, session_key: str) -> StaffSession | None: ...
     def touch_session(self, session_key: str, last_seen_at: int) -> None: ...
@@ -78,13 +121,65 @@ def session_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+SIGN_IN_FAILED = "staff_sign_in_failed"
+# Why a sign-in was refused, for the audit log only: the caller always hears the same answer.
+WRONG_PASSWORD, UNKNOWN_STAFF_ID, DISABLED, LOCKED, CONTENDED = (
+    "wrong_password", "unknown_staff_id", "disabled", "locked", "contended")
+
+
+@functools.lru_cache(maxsize=1)
+def _decoy_password_hash() -> str:
+    """A hash no password matches, checked for unknown ids so that they take as long as known ones."""
+    return hash_password(secrets.token_urlsafe(24))
+
+
+def _locked(limits: SignInLimits, locked_until: int, now: int) -> errors.StaffSignInLocked:
+    wait = max(locked_until - now, 1)
+    return errors.StaffSignInLocked(
+        f"サインインに続けて{limits.max_attempts}回失敗したため、この職員IDを一時的にロックしています。"
+        f"あと{math.ceil(wait / 60)}分たってから、もう一度お試しください。",
+        retry_after_seconds=wait,
+    )
+
+
 def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[], float],
-            counter_terminal_id: str | None = None) -> tuple[str, StaffSession]:
-    account = store.get_staff(staff_id)
-    # The same refusal whether the id or the password is wrong: no hint about which staff ids exist.
-    if account is None or not account.active or not password_matches(password, account.password_hash):
-        raise errors.StaffAuthenticationFailed("職員IDまたはパスワードが正しくありません。")
+            counter_terminal_id: str | None = None, *, audit: Callable[..., None],
+            limits: SignInLimits = SIGN_IN_LIMITS) -> tuple[str, StaffSession]:
+    """A new session for `staff_id`, or a refusal that is the same whether the id exists or not.
+
+    `audit` is the identity store's `audit(scope, action, actor, mykey_id, counter_terminal_id, details)`;
+    `staff_id` and `counter_terminal_id` have been validated (no Individual Number reaches the log).
+    """
     now = int(clock())
+    # Counted first: a password is only ever checked within the limit, however many requests run at once.
+    attempt = store.count_sign_in_attempt(staff_id, now, limits)
+    account = store.get_staff(staff_id)
+    # Attempts on an existing account go to its municipality's log; guesses at unknown ids to the platform's.
+    scope, actor = (account.municipality_code if account else PLATFORM), f"staff:{staff_id}"
+
+    def refused(reason: str, locked_until: int | None = None) -> None:
+        details = {"reason": reason, "attempt": attempt.number}
+        if locked_until is not None:
+            from chalicelib.domain.time import posted_at
+
+            details["locked_until"] = posted_at(locked_until)
+        audit(scope, SIGN_IN_FAILED, actor, None, counter_terminal_id, details)
+
+    if attempt.number == 0:
+        refused(LOCKED if attempt.locked_until else CONTENDED, attempt.locked_until)
+        if attempt.locked_until:
+            raise _locked(limits, attempt.locked_until, now)
+        raise errors.StaffAuthenticationFailed("職員IDまたはパスワードが正しくありません。")
+    # An unknown id costs one scrypt too, so the time taken does not tell which staff ids exist.
+    matches = password_matches(password, account.password_hash if account else _decoy_password_hash())
+    if account is None or not account.active or not matches:
+        refused(UNKNOWN_STAFF_ID if account is None else DISABLED if not account.active else WRONG_PASSWORD,
+                attempt.locked_until)
+        if attempt.locked_until:
+            raise _locked(limits, attempt.locked_until, now)
+        # The same refusal whether the id or the password is wrong: no hint about which staff ids exist.
+        raise errors.StaffAuthenticationFailed("職員IDまたはパスワードが正しくありません。")
+    store.clear_sign_in_attempts(staff_id)
     token = secrets.token_urlsafe(32)
     session = StaffSession(
         session_key=session_key(token),
@@ -96,6 +191,8 @@ def sign_in(store: StaffStore, staff_id: str, password: str, clock: Callable[[],
         counter_terminal_id=counter_terminal_id,
     )
     store.put_session(session)
+    # Who was signed in at which counter, and when: the trail that shared counter terminals need.
+    audit(session.municipality_code, "staff_sign_in", f"staff:{session.staff_id}", None, counter_terminal_id)
     return token, session
 
 

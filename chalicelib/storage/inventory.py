@@ -171,7 +171,7 @@ TABLES: dict[str, dict] = {
     "mykeys": {
         "why": "The ID table of the My Key Platform.",
         "attributes": {
-            "mykey_id": "8 characters from the DESIGN §3 alphabet.",
+            "mykey_id": "8 characters from the MyKey ID alphabet (docs/CONTRACTS.md#mykey-id).",
             "status": "active or suspended.",
             "home_municipality_code": "Receives unallocated partner conversions.",
             "registered_at": "When it was issued.",
@@ -299,15 +299,20 @@ TABLES: dict[str, dict] = {
         },
     },
     "staff_sessions": {
-        "why": "Signed-in staff; ends on sign-out, inactivity or TTL.",
+        "why": ("Signed-in staff; ends on sign-out, inactivity or TTL. Also each staff id's recent sign-in attempts "
+                "(key `sign-in-attempts#<staff id>`, the id as typed), for the lockout after five failures in a row; "
+                "deleted by a successful sign-in or by TTL."),
         "attributes": {
-            "session_key": "SHA-256 of the session token.",
+            "session_key": "SHA-256 of the session token, or sign-in-attempts# and the staff id as typed.",
             "staff_id": "Who signed in.",
             "municipality_code": "Their scope.",
             "role": "Their role.",
             "counter_terminal_id": "The shared counter terminal, for the audit trail.",
             "last_seen_at": "For the inactivity timeout.",
             "expires_at": "TTL.",
+            "attempts": "Sign-in attempts in the current run (counted before the password is checked).",
+            "window_started_at": "When the run's first attempt was made; a run older than 15 minutes starts again.",
+            "locked_until": "When the lockout ends (set when the run reaches the limit).",
         },
     },
 }

@@ -21,7 +21,7 @@ from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyPr
 from pynamodb.models import Model
 
 # Shards spread index writes so that no index partition is written by every transfer of a municipality
-# (DESIGN §4: no hot items). Readers query every shard.
+# (docs/CONTRACTS.md#hot-items). Readers query every shard.
 MUNICIPALITY_INDEX_SHARDS = 10
 EXPIRY_INDEX_SHARDS = 16
 
@@ -465,7 +465,13 @@ class StaffModel(Model):
 
 
 class StaffSessionModel(Model):
-    """A signed-in staff session, known by the hash of its token; ends on inactivity, sign-out or TTL."""
+    """A signed-in staff session, known by the hash of its token; ends on inactivity, sign-out or TTL.
+
+    The same table counts each staff id's recent sign-in attempts, in an item keyed
+    `sign-in-attempts#<staff id>` (never a token hash, which is 64 hex digits) holding only the
+    `attempts`, `window_started_at`, `locked_until` and `expires_at` attributes: it expires by the
+    same TTL, and the functions that sign staff in already read and write this table.
+    """
 
     class Meta:
         # The table's name without the stage prefix; `bind_models` sets table_name on first use.
@@ -480,6 +486,10 @@ class StaffSessionModel(Model):
     counter_terminal_id = UnicodeAttribute(null=True)
     last_seen_at = NumberAttribute()
     expires_at = NumberAttribute()  # Unix seconds; the table's TTL attribute
+    # Only on a `sign-in-attempts#` item (written by update, which does not require the session's attributes).
+    attempts = NumberAttribute(null=True)
+    window_started_at = NumberAttribute(null=True)  # Unix seconds of the run's first attempt
+    locked_until = NumberAttribute(null=True)  # Unix seconds; present once the run reached the limit
 
 
 class ApprovalModel(Model):

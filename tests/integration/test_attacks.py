@@ -31,7 +31,9 @@ from reliability import attacks, fuzz
 from tests.integration.test_fuzz_http import GOOD_ACCOUNT, Context, send
 
 pytestmark = pytest.mark.integration
-INDIVIDUAL_NUMBER = "123456789018"  # 12 digits with a valid My Number check digit (DESIGN §3)
+INDIVIDUAL_NUMBER = "123456789018"  # 12 digits with a valid My Number check digit (docs/CONTRACTS.md#individual-number)
+# The same number as people also write it: a whole identifier value in groups is refused too (issue 15).
+GROUPED_INDIVIDUAL_NUMBER = "1234-5678-9018"
 JST = dt.timezone(dt.timedelta(hours=9))
 TERMINAL = {"nonces": 1}
 STAFF = {"staff_sessions": "touch"}
@@ -622,23 +624,76 @@ def test_individual_number__in_every_string_field_and_path_parameter__refused_an
                             raw, _credentials(operation))
 
     attempts = []
-    if operation.body_schema is not None:
-        for field_path in _string_fields(operation.body_schema):
-            if field_path[-1] in NOT_TEXT_FIELDS:
-                continue
+    for number in (INDIVIDUAL_NUMBER, GROUPED_INDIVIDUAL_NUMBER):
+        form = "" if number == INDIVIDUAL_NUMBER else " (grouped)"
+        if operation.body_schema is not None:
+            for field_path in _string_fields(operation.body_schema):
+                if field_path[-1] in NOT_TEXT_FIELDS:
+                    continue
+                path_values, body = valid[operation.operation_id]()
+                attempts.append((f"{operation.operation_id}: {'.'.join(field_path)}{form}",
+                                 request(path_values, _put(body, field_path, number)),
+                                 _expected_refusal(operation, field_path)))
+        # Path parameters and query values are refused before anything else, authentication included: no alternative.
+        for parameter, _ in operation.path_parameters:
+            path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
+            attempts.append((f"{operation.operation_id}: path {{{parameter}}}{form}",
+                             request(dict(path_values, **{parameter: number}), body), None))
+        for parameter, _ in operation.query_parameters:
+            path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
+            attempts.append((f"{operation.operation_id}: query {parameter}{form}",
+                             request(path_values, body, f"{parameter}={number}"), None))
+    _attempt_individual_numbers(attack_log, table_snapshot, context, operation, attempts)
+
+
+# An Individual Number written inside the text, in each form people write it (issue 15, item 7).
+IN_TEXT_FORMS = {
+    "in text": "個人番号 123456789018 の方",
+    "spaces": "番号 1234 5678 9018 の件",
+    "hyphens": "番号 1234-5678-9018 の件",
+    "full-width digits": "番号１２３４５６７８９０１８の件",
+    "full-width digits, hyphen and space mixed": "番号 1234－５６７８　９０１８",
+    "dots": "1234.5678.9018 の件",
+    "ー typed for hyphens": "1234ー5678ー9018 の件",
+}
+
+
+def _free_text_paths(operation) -> list[tuple]:
+    from chalicelib.api.http import FREE_TEXT_FIELDS
+
+    return [path for path in _string_fields(operation.body_schema) if path[-1] in FREE_TEXT_FIELDS]
+
+
+FREE_TEXT_OPERATIONS = [operation for operation in BODY_OPERATIONS if _free_text_paths(operation)]
+
+
+def test_individual_number_in_text__attack_below__covers_every_declared_free_text_field():
+    from chalicelib.api.http import FREE_TEXT_FIELDS
+
+    covered = {path[-1] for operation in FREE_TEXT_OPERATIONS for path in _free_text_paths(operation)}
+    assert covered == FREE_TEXT_FIELDS
+    assert len(FREE_TEXT_OPERATIONS) >= 11  # grant, approval note, upload, programme, merchant, terminal, ...
+
+
+@pytest.mark.parametrize("operation", FREE_TEXT_OPERATIONS, ids=lambda operation: operation.operation_id)
+def test_individual_number__written_inside_every_free_text_field__refused_and_nothing_written(
+        http, table_snapshot, attack_log, operation):
+    """Each free-text field of the body in turn holds the number inside a sentence, in every form; the rest
+    of the request is valid. Every attempt must be refused with individual_number_forbidden."""
+    context = Context(http, operation)
+    valid = _valid_bodies(context)
+    _warm_up(context, operation)
+    attempts = []
+    for field_path in _free_text_paths(operation):
+        for form, text in IN_TEXT_FORMS.items():
             path_values, body = valid[operation.operation_id]()
-            attempts.append((f"{operation.operation_id}: {'.'.join(field_path)}",
-                             request(path_values, _put(body, field_path, INDIVIDUAL_NUMBER)),
-                             _expected_refusal(operation, field_path)))
-    # Path parameters and query values are refused before anything else, authentication included: no alternative.
-    for parameter, _ in operation.path_parameters:
-        path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
-        attempts.append((f"{operation.operation_id}: path {{{parameter}}}",
-                         request(dict(path_values, **{parameter: INDIVIDUAL_NUMBER}), body), None))
-    for parameter, _ in operation.query_parameters:
-        path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
-        attempts.append((f"{operation.operation_id}: query {parameter}",
-                         request(path_values, body, f"{parameter}={INDIVIDUAL_NUMBER}"), None))
+            path = operation.path
+            for name, _ in operation.path_parameters:
+                path = path.replace("{" + name + "}", path_values[name])
+            raw = json.dumps(_put(body, field_path, text), ensure_ascii=False).encode()
+            attempts.append((f"{operation.operation_id}: {'.'.join(field_path)} ({form})",
+                             fuzz.Request(operation.operation_id, operation.method, path, "",
+                                          {"Content-Type": "application/json"}, raw, _credentials(operation)), None))
     _attempt_individual_numbers(attack_log, table_snapshot, context, operation, attempts)
 
 

@@ -262,6 +262,23 @@ def test_bulk_grant__excel_shift_jis_file__is_checked_queued_posted_by_the_polle
     assert "grant_batch_uploaded" in _audit_actions(http, operator)
 
 
+def test_bulk_grant__individual_number_written_inside_a_cell__is_reported_with_its_row_and_never_granted(http):
+    world = http.world
+    resident = world.add_card()
+    operator = http.sign_in("operator")
+    uploaded = _upload(http, operator, "申請番号,マイキーID,ポイント,付与理由\r\n"
+                       f"K-1,{resident},100,個人番号 1234-5678-9018 の方への付与\r\n"
+                       f"K-2,{resident},100,転入（１２３４５６７８９０１８）\r\n", "cp932")
+    assert uploaded.status_code == 201 and uploaded.json_body["status"] == "invalid", uploaded.body
+    assert [(e["row"], e["column"], e["code"]) for e in uploaded.json_body["errors"]] == [
+        (2, "付与理由", "individual_number_forbidden"), (3, "付与理由", "individual_number_forbidden")]
+    # The report says where; the number itself is kept nowhere, not even in the batch's record.
+    stored = json.dumps(http.staff(operator, "GET", f"{_base(world)}/grant-batches/{uploaded.json_body['batch_id']}").json_body,
+                        ensure_ascii=False)
+    assert all(number not in stored for number in ("1234-5678-9018", "１２３４５６７８９０１８", "123456789018"))
+    assert world.store.get_wallet(resident, world.home_code).balance == 0
+
+
 def test_bulk_grant__oversized_or_garbled_upload__is_refused_with_a_clear_code(http):
     operator = http.sign_in("operator")
     garbled = http.staff(operator, "POST", f"{_base(http.world)}/grant-batches", {"file_name": "x.csv", "content_base64": "@@@"})

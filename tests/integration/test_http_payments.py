@@ -1,4 +1,4 @@
-"""The fixed terminal API of DESIGN §5 through the Chalice app, on DynamoDB Local."""
+"""The fixed terminal API of docs/CONTRACTS.md#http-core through the Chalice app, on DynamoDB Local."""
 from __future__ import annotations
 
 import base64
@@ -165,6 +165,8 @@ def _refusal_cases():
         "over programme maximum": (lambda w, m: _payment(w, m, 100_001), 400, "invalid_amount"),
         "unknown field": (lambda w, m: dict(_payment(w, m, 10), tip=5), 400, "validation_failed"),
         "not base64": (lambda w, m: _payment(w, m, 10, certificate="***"), 400, "validation_failed"),
+        # docs/openapi.yaml's Certificate has minLength 1: the server refuses the empty string the same way.
+        "empty certificate": (lambda w, m: dict(_payment(w, m, 10), card={"certificate": ""}), 400, "validation_failed"),
         "not a certificate": (lambda w, m: _payment(w, m, 10, certificate=base64.b64encode(b"hello").decode()), 401, "card_certificate_invalid"),
         "foreign CA": (foreign_ca, 401, "card_certificate_invalid"),
         "unknown card": (unknown_card, 404, "card_unknown"),

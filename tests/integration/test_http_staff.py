@@ -85,6 +85,10 @@ def test_staff_of_another_municipality__get_403(http, method, path):
         ({"mykey_id": "ABCD1234"}, "invalid_mykey_id"),
         ({"mykey_id": "123456789018"}, "individual_number_forbidden"),
         ({"reason": "123456789018"}, "individual_number_forbidden"),
+        ({"reason": "個人番号 123456789018 の方への付与"}, "individual_number_forbidden"),
+        ({"reason": "1234-5678-9018"}, "individual_number_forbidden"),
+        ({"reason": "転入 １２３４ ５６７８ ９０１８"}, "individual_number_forbidden"),
+        ({"mykey_id": "1234-5678-9018"}, "individual_number_forbidden"),
         ({"amount": 0}, "invalid_amount"),
         ({"expires_on": "2020-01-01"}, "validation_failed"),
         ({"expires_on": "31/03/2027"}, "validation_failed"),
@@ -98,6 +102,21 @@ def test_grant__bad_input__is_refused_with_its_code(http, body, code):
     token = http.sign_in("operator")
     response = http.staff(token, "POST", f"/v1/municipalities/{world.home_code}/grants", {**_grant_body(mykey), **body})
     assert response.status_code in (400, 404) and response.json_body["error"]["code"] == code
+
+
+@pytest.mark.parametrize("body", [
+    {"grant_id": "550e8400-e29b-41d4-a716-123456789018"},  # a UUID ending in a valid number: an identifier
+    {"reason": "個人番号ではない受付番号 123456789017 の付与"},  # wrong check digit
+    {"reason": "連絡先 090-1234-5678（平日）"},                  # a phone number
+    {"reason": "法人番号 1234567890183 の事業所経由"},          # 13 digits
+])
+def test_grant__numbers_that_are_not_individual_numbers__are_accepted(http, body):
+    world = http.world
+    mykey = world.add_card()
+    response = http.staff(http.sign_in("operator"), "POST", f"/v1/municipalities/{world.home_code}/grants",
+                          {**_grant_body(mykey), **body})
+    assert response.status_code == 201, response.body
+    assert world.store.get_wallet(mykey, world.home_code).balance == 1000
 
 
 def test_grant__beyond_budget__is_budget_exceeded(http):

@@ -28,6 +28,7 @@ from tools.localcloud.processes import (
     free_port,
     local_aws_environment,
     local_client,
+    store_local_secret,
 )
 
 
@@ -81,9 +82,11 @@ def test_local_aws_environment__returns_endpoints_region_and_dummy_credentials()
     assert environment == {
         "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8000",
         "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:5000",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:5000",
         "AWS_DEFAULT_REGION": "ap-northeast-1",
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
 
 
@@ -96,6 +99,7 @@ def test_local_aws_environment__is_honoured_by_boto3_without_endpoint_arguments(
     assert session.client("dynamodb").meta.endpoint_url == "http://127.0.0.1:8000"
     assert session.client("sqs").meta.endpoint_url == "http://127.0.0.1:5000"
     assert session.client("sqs").meta.region_name == "ap-northeast-1"
+    assert session.client("secretsmanager").meta.endpoint_url == "http://127.0.0.1:5000"
 
 
 # DynamoDB Local
@@ -218,6 +222,17 @@ def test_moto_server__serves_sqs_and_stops_cleanly():
 
     assert not process_exists(pid)
     assert not port_accepts_connections(server.port)
+
+
+def test_store_local_secret__creates_the_secret_then_replaces_its_value():
+    with MotoServer(free_port()) as server:
+        secrets = local_client("secretsmanager", server.endpoint_url)
+
+        store_local_secret(server.endpoint_url, "municipal-point-cloud/card-hash-secret", "first")
+        assert secrets.get_secret_value(SecretId="municipal-point-cloud/card-hash-secret")["SecretString"] == "first"
+
+        store_local_secret(server.endpoint_url, "municipal-point-cloud/card-hash-secret", "second")
+        assert secrets.get_secret_value(SecretId="municipal-point-cloud/card-hash-secret")["SecretString"] == "second"
 
 
 # Shared life cycle, exercised with stand-in scripts

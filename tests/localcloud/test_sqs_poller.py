@@ -279,3 +279,122 @@ def test_poller__run_forever__delivers_messages_until_stop_event_is_set(sqs, que
     assert not thread.is_alive()
     assert sorted(record["body"] for record in seen_records) == ["scan-1", "scan-2"]
     assert queue_counts(sqs, queue_url) == (0, 0)
+
+
+# -- stopping `make run` (issue 15, item 8) ---------------------------------------------------------------------
+
+
+class RecordingEndpoint:
+    """Stands for DynamoDB Local in the stop sequence: records whether its caller thread was still running."""
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.thread_alive_at_stop: bool | None = None
+
+    def stop(self) -> None:
+        self.thread_alive_at_stop = self.thread.is_alive() if self.thread else None
+
+
+def test_stop_background__poller_ends_before_the_sqs_endpoint_stops__and_no_traceback_is_logged(caplog):
+    from tools.localcloud.__main__ import stop_background
+    from tools.localcloud.streams import StreamDelivery
+
+    server = MotoServer(free_port())
+    stop_server = server.stop
+    try:
+        server.start()
+        sqs = local_client("sqs", server.endpoint_url)
+        names = [f"stop-{uuid.uuid4().hex}" for _ in range(3)]
+        app = Chalice(app_name="pointcloud-stop")
+        for index, name in enumerate(names):
+            sqs.create_queue(QueueName=name)
+            app.on_sqs_message(queue=name, name=f"handler_{index}")(lambda event: None)
+        poller = SqsPoller(app, sqs, wait_seconds=1)
+        polled = threading.Event()
+        receive = sqs.receive_message
+
+        def receive_and_tell(**arguments):
+            polled.set()
+            return receive(**arguments)
+
+        sqs.receive_message = receive_and_tell
+        stop_requested = threading.Event()
+        poller_thread = threading.Thread(target=poller.run_forever, args=(stop_requested,), daemon=True)
+        # The stream delivery's loop, with a round that is still calling the database when the stop comes.
+        streams = object.__new__(StreamDelivery)
+        in_round = threading.Event()
+
+        def round_in_flight():
+            in_round.set()
+            stop_requested.wait()
+            raise ConnectionError("DynamoDB Local went away")
+
+        streams.deliver_pending = round_in_flight
+        stream_thread = threading.Thread(target=streams.run_forever, args=(stop_requested,), daemon=True)
+        database = RecordingEndpoint(stream_thread)
+        stopped_with_poller_alive = []
+        server.stop = lambda: (stopped_with_poller_alive.append(poller_thread.is_alive()), stop_server())
+        caplog.set_level("DEBUG")
+        poller_thread.start()
+        stream_thread.start()
+        assert polled.wait(30) and in_round.wait(30)  # both threads are in the middle of their calls
+
+        stop_requested.set()
+        stop_background(poller_thread, server, stream_thread, database)
+    finally:
+        stop_server()
+
+    assert not poller_thread.is_alive() and not stream_thread.is_alive()
+    assert stopped_with_poller_alive[0] is False  # the SQS endpoint was stopped after the poller had ended
+    assert database.thread_alive_at_stop is False  # and DynamoDB Local after the stream delivery
+    assert [record.getMessage() for record in caplog.records if record.exc_info or record.levelname == "ERROR"] == []
+    assert "SQS poller stopped" in caplog.text
+
+
+def test_poller__stop_asked_during_a_round__ends_it_before_the_next_queue(sqs):
+    names = [f"round-{uuid.uuid4().hex}" for _ in range(3)]
+    app = Chalice(app_name="pointcloud-round")
+    for index, name in enumerate(names):
+        sqs.create_queue(QueueName=name)
+        app.on_sqs_message(queue=name, name=f"handler_{index}")(lambda event: None)
+    poller = SqsPoller(app, sqs, wait_seconds=0)
+    stop_event = threading.Event()
+    asked = []
+    receive = sqs.receive_message
+
+    def receive_then_stop(**arguments):
+        asked.append(arguments["QueueUrl"])
+        stop_event.set()
+        return receive(**arguments)
+
+    sqs.receive_message = receive_then_stop
+    assert poller.poll_once(stop_event) == 0
+    assert len(asked) == 1  # the other two queues were not polled once the stop was asked for
+
+
+def test_poller__endpoint_failing_without_a_stop__is_still_logged_with_its_traceback(caplog):
+    """The quiet exit is only for a stop: an SQS endpoint that goes away unasked is an error worth seeing."""
+    with MotoServer(free_port()) as server:
+        sqs = local_client("sqs", server.endpoint_url)
+        name = f"gone-{uuid.uuid4().hex}"
+        sqs.create_queue(QueueName=name)
+        app = Chalice(app_name="pointcloud-gone")
+        app.on_sqs_message(queue=name)(lambda event: None)
+        poller = SqsPoller(app, sqs, wait_seconds=0)
+    stop_event = threading.Event()
+    failures = []
+    original = poller.poll_once
+
+    def poll_then_stop_after_two_failures(stop=None):
+        try:
+            return original(stop)
+        except Exception:
+            failures.append(1)
+            if len(failures) == 2:
+                stop_event.set()
+            raise
+
+    poller.poll_once = poll_then_stop_after_two_failures
+    caplog.set_level("INFO")
+    poller.run_forever(stop_event)
+    assert len([record for record in caplog.records if record.exc_info]) == 1  # the first failure, not the one at the stop

@@ -65,6 +65,20 @@ def test_parse__individual_number_in_any_cell__is_refused_and_not_kept():
         (2, "付与理由", "individual_number_forbidden"), (3, "申請番号", "individual_number_forbidden")]
 
 
+def test_parse__individual_number_written_inside_a_cell__is_refused_with_its_row_and_column():
+    parsed = _parse(HEADER + (
+        "R-1,ABCD2345,100,個人番号 123456789018 の方への付与,\r\n"   # line 2: in the reason's text
+        "R-2,ABCD2345,100,転入（1234-5678-9018）,\r\n"              # line 3: hyphenated
+        "R-3,ABCD2345,100,転入 １２３４ ５６７８ ９０１８,\r\n"      # line 4: full-width, spaced
+        "APP-123456789018,ABCD2345,100,転入,\r\n"                   # line 5: inside the application number
+        "R-5,ABCD2345,100,転入 123456789017,\r\n"                   # line 6: wrong check digit, a good row
+    ), "utf-8")
+    assert [row.reference for row in parsed.rows] == ["R-5"]
+    assert [(e.row, e.column, e.code) for e in parsed.errors] == [
+        (2, "付与理由", "individual_number_forbidden"), (3, "付与理由", "individual_number_forbidden"),
+        (4, "付与理由", "individual_number_forbidden"), (5, "申請番号", "individual_number_forbidden")]
+
+
 @pytest.mark.parametrize("header,fragment", [
     ("申請番号,マイキーID,ポイント,付与理由,氏名", "氏名"),
     ("申請番号,マイキーID,ポイント", "付与理由"),

@@ -103,3 +103,71 @@ def test_operation_id__not_lower_case_canonical_uuid__is_refused(value):
 def test_identifiers__trailing_newline__is_refused_as_bad_input(parse):
     with pytest.raises(errors.ValidationFailed):
         parse()
+
+
+# -- the Individual Number inside free text (issue 15, item 7) -------------------------------------------------
+
+NUMBER = "123456789018"  # check digit 8
+
+
+@pytest.mark.parametrize("text", [
+    "個人番号 123456789018 の方への付与",
+    "1234-5678-9018",
+    "1234 5678 9018",
+    "1234.5678.9018",
+    "1234 - 5678 - 9018",
+    "番号1234‐5678‐9018です",                    # U+2010 hyphen
+    "1234−5678−9018",                            # U+2212 minus sign
+    "1234ー5678ー9018",                          # katakana long vowel mark, typed for "-" in kana mode
+    "１２３４５６７８９０１８",                   # full-width digits
+    "番号：１２３４－５６７８－９０１８",           # full-width digits and hyphens
+    "１２３４　５６７８　９０１８",                 # full-width digits, ideographic spaces
+    "1234５６７８-９０１８ 再交付",                # half- and full-width mixed
+    "No123456789018",                            # glued to a word
+    "2026-11-27 123456789018",                   # a date and the number joined by one space
+    "1 2 3 4 5 6 7 8 9 0 1 8",
+    "申請者\n1234 5678 9018\nの分",
+])
+def test_contains_individual_number__written_in_any_form__is_found(text):
+    assert identifiers.contains_individual_number(text)
+    with pytest.raises(errors.IndividualNumberForbidden) as refused:
+        identifiers.refuse_individual_number_in_text(text, "reason")
+    assert refused.value.details["field"] == "reason"
+
+
+@pytest.mark.parametrize("text", [
+    "個人番号 123456789017 の方への付与",          # wrong check digit
+    "1234-5678-9017",
+    "1234567890183",                             # 13 digits: a corporate number or JAN code, not searched
+    "0123456789018",
+    "1234-5678-90183",                           # a last group of five: no run of whole groups is 12 digits
+    "電話 090-1234-5678 まで",                    # a mobile number: 11 digits
+    "電話 03-1234-5678、FAX 03-1234-5679",
+    "2026-11-27 の健康診断（10,000 ポイント）",
+    "1234--5678--9018",                          # two separators in a row end the chain
+    "grant 550e8400-e29b-41d4-a716-123456789018 の訂正",  # a quoted UUID whose last group is a valid number
+    "",
+])
+def test_contains_individual_number__other_numbers__are_not_found(text):
+    assert identifiers.looks_like_individual_number(NUMBER)  # the example itself is valid
+    assert not identifiers.contains_individual_number(text)
+    identifiers.refuse_individual_number_in_text(text, "reason")
+
+
+@pytest.mark.parametrize("value", ["1234-5678-9018", "1234 5678 9018", " １２３４５６７８９０１８ ", "1234.5678.9018"])
+def test_looks_like_individual_number__whole_value_in_groups_or_full_width__is_refused_in_identifier_fields(value):
+    assert identifiers.looks_like_individual_number(value)
+    with pytest.raises(errors.IndividualNumberForbidden):
+        identifiers.plain_identifier(value, "merchant_id")
+
+
+@pytest.mark.parametrize("value", ["個人番号 123456789018", "No123456789018", "1234567890183"])
+def test_looks_like_individual_number__number_with_other_text__is_left_to_the_field_format(value):
+    # Identifier fields refuse only whole values; their own format refuses the rest.
+    assert not identifiers.looks_like_individual_number(value)
+
+
+def test_operation_id__uuid_ending_in_a_valid_individual_number__is_accepted():
+    value = "550e8400-e29b-41d4-a716-" + NUMBER
+    assert identifiers.operation_id(value, "grant_id") == value
+    assert not identifiers.looks_like_individual_number(value)

@@ -210,3 +210,74 @@ def test_openapi__signed_byte_strings__are_the_ones_the_code_builds(spec):
     assert payment_template in spec["components"]["schemas"]["PaymentCard"]["properties"]["signature"]["description"]
     terminal_scheme = spec["components"]["securitySchemes"]["terminalSignature"]["description"]
     assert request_prefix + "{lower-case hex SHA-256 of raw body}" in terminal_scheme
+
+
+def _examples(node, where: str = ""):
+    """Every (place, schema, example) of the document: media types' `example`/`examples` and schemas' `example`."""
+    if isinstance(node, dict):
+        schema = node.get("schema")
+        if isinstance(schema, dict):
+            if "example" in node:
+                yield f"{where}/example", schema, node["example"]
+            for name, example in (node.get("examples") or {}).items():
+                yield f"{where}/examples/{name}", schema, example["value"]
+        elif "example" in node and any(key in node for key in ("type", "properties", "allOf", "oneOf", "$ref")):
+            yield f"{where}/example", {key: value for key, value in node.items() if key != "example"}, node["example"]
+        for key, child in node.items():
+            yield from _examples(child, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from _examples(child, f"{where}/{index}")
+
+
+def _schema_validator(spec: dict, schema: dict):
+    from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
+    # `components` beside the schema so that its local `$ref`s resolve; formats (byte, date) are checked too.
+    return OAS30Validator({**schema, "components": spec["components"]}, format_checker=oas30_format_checker)
+
+
+def test_openapi__every_example__is_valid_against_its_schema(spec):
+    examples = list(_examples(spec))
+    assert len(examples) > 100  # media-type and schema examples alike are found
+    invalid = [f"{where}: {error.message[:120]}" for where, schema, example in examples
+               for error in _schema_validator(spec, schema).iter_errors(example)]
+    assert invalid == []
+
+
+def test_openapi__empty_certificate__is_refused_by_the_schema(spec):
+    schema = {"$ref": "#/components/schemas/PaymentCard"}
+    assert not _schema_validator(spec, schema).is_valid({"certificate": ""})
+    assert _schema_validator(spec, schema).is_valid({"certificate": "MIIEpDCCA4ygAwIBAgIEAQ=="})
+
+
+def _request_string_fields(spec: dict, schema: dict, name: str = ""):
+    """(field name, schema) of every string a request body declares, nested objects and arrays included."""
+    schema = _deref(spec, schema)
+    for part in schema.get("allOf", []) + schema.get("oneOf", []):
+        yield from _request_string_fields(spec, part, name)
+    for child_name, child in schema.get("properties", {}).items():
+        yield from _request_string_fields(spec, child, child_name)
+    if "items" in schema:
+        yield from _request_string_fields(spec, schema["items"], name)
+    if schema.get("type") == "string":
+        yield name, schema
+
+
+# Unconstrained strings that are not free text: machine CSV feeds (serial numbers), an account number
+# checked against its programme's pattern, and passwords (hashed, never stored as text).
+NOT_FREE_TEXT = {"content", "destination_account", "current_password", "new_password"}
+
+
+def test_openapi__free_text_fields__are_exactly_the_unconstrained_strings_of_the_request_bodies(spec):
+    """`http.FREE_TEXT_FIELDS` (searched inside for an Individual Number) against the document: a string
+    field with no anchored pattern, enum or format is text people write, and must be listed there."""
+    from chalicelib.api.http import FREE_TEXT_FIELDS
+
+    unconstrained = set()
+    for _, _, operation in _operations(spec):
+        if "requestBody" in operation:
+            for name, schema in _request_string_fields(spec, operation["requestBody"]["content"]["application/json"]["schema"]):
+                if not (str(schema.get("pattern", "")).startswith("^") or "enum" in schema or "format" in schema):
+                    unconstrained.add(name)
+    assert unconstrained - NOT_FREE_TEXT == FREE_TEXT_FIELDS

@@ -1,7 +1,7 @@
 """`make run`: the whole local cloud in one command.
 
-Starts DynamoDB Local (persisted under the data folder), moto's server as the SQS endpoint, creates the
-tables and queues, seeds the demo municipality, starts `chalice local` on port 8000 and the SQS poller,
+Starts DynamoDB Local (persisted under the data folder), moto's server as the SQS and Secrets Manager
+endpoint, stores the card-hash secret in it, creates the tables and queues, seeds the demo municipality, starts `chalice local` on port 8000 and the SQS poller,
 prints what to try next, and stops everything it started on Ctrl-C (or SIGTERM). Data persists between
 runs; `make reset` deletes the data folder.
 
@@ -21,9 +21,19 @@ import urllib.request
 from pathlib import Path
 
 from tools.localcloud.pcsc import READER_BY_PORT, PcscDaemon, VirtualCardProcess
-from tools.localcloud.processes import REPOSITORY_ROOT, DynamoDBLocal, MotoServer, local_aws_environment, stop_process
+from tools.localcloud.processes import (
+    LOCAL_CARD_HASH_SECRET_ID,
+    REPOSITORY_ROOT,
+    DynamoDBLocal,
+    MotoServer,
+    local_aws_environment,
+    stop_process,
+)
 
 TABLE_PREFIX = "points-dev-"
+# How long a stop waits for each background thread: one SQS long poll (a second per queue at most, the
+# round ending at the first queue after the stop) or one stream round, plus a handler that was running.
+THREAD_STOP_SECONDS = 15
 
 
 def _wait_for_health(url: str, process: subprocess.Popen, timeout_seconds: float = 60) -> None:
@@ -63,22 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     queues = MotoServer(arguments.sqs_port, log_path=str(logs_dir / "sqs.log"))
     chalice_process: subprocess.Popen | None = None
     poller_thread: threading.Thread | None = None
+    stream_thread: threading.Thread | None = None
     pcscd = PcscDaemon(log_path=str(logs_dir / "pcscd.log"))
     card: VirtualCardProcess | None = None
     try:
         print("DynamoDB Local を起動しています…", flush=True)
         database.start()
-        print("SQS エンドポイント（moto）を起動しています…", flush=True)
+        print("SQS と Secrets Manager のエンドポイント（moto）を起動しています…", flush=True)
         queues.start()
 
         from tools.demo_seed import ensure_secrets, seed
 
-        trust_path, hash_secret = ensure_secrets(data_dir / "demo")
+        trust_path, hash_secret = ensure_secrets(data_dir / "demo", queues.endpoint_url)
         environment = {
             **local_aws_environment(database.endpoint_url, queues.endpoint_url),
             "POINTS_TABLE_PREFIX": TABLE_PREFIX,
             "CARD_TRUST_STORE": str(trust_path),
-            "CARD_HASH_SECRET": hash_secret.decode(),
+            "CARD_HASH_SECRET_ID": LOCAL_CARD_HASH_SECRET_ID,
         }
         os.environ.update(environment)
 
@@ -115,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         poller_thread.start()
         # The transfers table's stream to the transfer lists, as its event source mapping does in AWS.
         streams = transfer_stream_delivery(database.endpoint_url, environment.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
-        threading.Thread(target=streams.run_forever, args=(stop_requested,), daemon=True).start()
+        stream_thread = threading.Thread(target=streams.run_forever, args=(stop_requested,), daemon=True)
+        stream_thread.start()
 
         print("chalice local を起動しています…", flush=True)
         chalice_log = open(logs_dir / "chalice.log", "ab")
@@ -148,12 +160,24 @@ def main(argv: list[str] | None = None) -> int:
         if card is not None:
             card.stop()
         pcscd.stop()
-        if poller_thread is not None:
-            poller_thread.join(timeout=5)
-        queues.stop()
-        database.stop()
+        stop_background(poller_thread, queues, stream_thread, database)
         (data_dir / "localcloud.json").unlink(missing_ok=True)
         _say("すべて停止しました。")
+
+
+def stop_background(poller_thread, queues, stream_thread, database, wait_seconds: float = THREAD_STOP_SECONDS) -> None:
+    """Stop each endpoint only after the thread that calls it has ended (the stop event is already set).
+
+    The SQS poller and the stream delivery are daemon threads that keep calling their endpoint until they
+    see the stop: stopping moto or DynamoDB Local under a call in flight made it fail, and its traceback
+    was the last thing `make run` printed. Each join is bounded, so a stuck handler cannot hold the stop.
+    """
+    for thread, name, endpoint in ((poller_thread, "SQS ポーラー", queues), (stream_thread, "ストリーム配信", database)):
+        if thread is not None:
+            thread.join(timeout=wait_seconds)
+            if thread.is_alive():
+                _say(f"{name}が {wait_seconds} 秒以内に止まりませんでした。そのまま停止します。")
+        endpoint.stop()
 
 
 def _say(text: str) -> None:

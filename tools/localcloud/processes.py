@@ -2,7 +2,7 @@
 
 The local cloud runs two child processes: DynamoDB Local (Amazon's own
 engine, installed by `npm ci` under node_modules/) and moto's server, which
-plays SQS. Both are driven by `ChildProcess`, which owns the shared life
+plays SQS and Secrets Manager. Both are driven by `ChildProcess`, which owns the shared life
 cycle: refuse a port that is already taken, launch the command with its
 output sent to a log file, poll until the service answers, and on stop
 terminate by process id, falling back to a kill if the process does not exit
@@ -10,7 +10,9 @@ in time. The two subclasses only say which command to run and how to tell
 that the service is ready.
 
 `local_aws_environment` gives the environment variables that point boto3,
-PynamoDB and Powertools at these endpoints without any change to app code.
+PynamoDB and Powertools at these endpoints without any change to app code;
+`store_local_secret` puts a secret into the local Secrets Manager, where the
+app reads it exactly as it reads it in AWS.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ LOCAL_REGION = "ap-northeast-1"
 LOCAL_ACCESS_KEY_ID = "local"
 LOCAL_SECRET_ACCESS_KEY = "local"
 LOOPBACK_HOST = "127.0.0.1"
+# The Secrets Manager secret holding the card-hash secret, in the local cloud (`make run`), the benchmark
+# and the tests: the app is told only this name (CARD_HASH_SECRET_ID), never the value.
+LOCAL_CARD_HASH_SECRET_ID = "municipal-point-cloud/card-hash-secret"
 
 # How much of a failed process's log is quoted in the error message: enough
 # to show a Java stack trace's cause without flooding the terminal.
@@ -74,16 +79,20 @@ def local_aws_environment(dynamodb_endpoint: str, sqs_endpoint: str) -> dict[str
 
     boto3 (and so PynamoDB and Powertools, which build their clients through
     it) reads the service-specific AWS_ENDPOINT_URL_* variables, so the app
-    needs no endpoint configuration of its own. The credentials are dummies:
+    needs no endpoint configuration of its own. `sqs_endpoint` is moto's
+    server, which also serves Secrets Manager. The credentials are dummies:
     neither local service checks them, but botocore refuses to sign a
     request without some.
     """
     return {
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
         "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": sqs_endpoint,
         "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_ACCESS_KEY,
+        # No X-Ray daemon here: Powertools Tracer passes through (chalicelib/observability.py).
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
 
 
@@ -106,6 +115,15 @@ def local_client(service_name: str, endpoint_url: str) -> Any:
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
     return session.client(service_name, endpoint_url=endpoint_url, config=fail_fast)
+
+
+def store_local_secret(endpoint_url: str, secret_id: str, value: str) -> None:
+    """Create the secret in the local Secrets Manager, or give it this value if it already exists."""
+    client = local_client("secretsmanager", endpoint_url)
+    try:
+        client.create_secret(Name=secret_id, SecretString=value)
+    except client.exceptions.ResourceExistsException:
+        client.put_secret_value(SecretId=secret_id, SecretString=value)
 
 
 def stop_process(process, timeout_seconds: float = 10.0) -> None:
@@ -409,7 +427,7 @@ class DynamoDBLocal(ChildProcess):
 
 
 class MotoServer(ChildProcess):
-    """moto's HTTP server, used locally as the SQS endpoint."""
+    """moto's HTTP server, used locally as the SQS and Secrets Manager endpoint."""
 
     display_name = "moto server"
 

@@ -203,18 +203,27 @@ class SqsPoller:
                 )
             )
 
-    def poll_once(self) -> int:
+    def poll_once(self, stop_event: threading.Event | None = None) -> int:
         """Run one receive-invoke-delete cycle per handler; return how many messages were delivered.
 
-        Messages in a batch whose handler failed still count as delivered.
+        Messages in a batch whose handler failed still count as delivered. With `stop_event`, the round
+        ends at the first queue after it is set: a stop then waits for one long poll at most, not for
+        one per queue.
         """
         delivered_count = 0
         for subscription in self.subscriptions:
+            if stop_event is not None and stop_event.is_set():
+                break
             delivered_count += self._poll_subscription(subscription)
         return delivered_count
 
     def run_forever(self, stop_event: threading.Event) -> None:
-        """Poll until stop_event is set; SQS errors are logged and retried, not raised."""
+        """Poll until stop_event is set; SQS errors are logged and retried, not raised.
+
+        Whoever stops the SQS endpoint sets `stop_event` and joins this thread first (`make run` does):
+        an error that still arrives once the stop was asked for is the endpoint going away, and ends the
+        loop quietly instead of being logged with a traceback.
+        """
         logger.info(
             "SQS poller started for %s",
             ", ".join(f"{s.handler_name} <- {s.queue_name}" for s in self.subscriptions) or "no handlers",
@@ -225,8 +234,11 @@ class SqsPoller:
                 stop_event.wait(self.wait_seconds or ERROR_BACKOFF_SECONDS)
                 continue
             try:
-                self.poll_once()
-            except (BotoCoreError, ClientError):
+                self.poll_once(stop_event)
+            except (BotoCoreError, ClientError) as error:
+                if stop_event.is_set():
+                    logger.info("SQS poll interrupted by the stop: %s", error)
+                    break
                 logger.exception("SQS poll failed; retrying in %.1f seconds", ERROR_BACKOFF_SECONDS)
                 stop_event.wait(ERROR_BACKOFF_SECONDS)
         logger.info("SQS poller stopped")
