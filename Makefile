@@ -11,8 +11,10 @@ NODE_INSTALLED := node_modules/.installed-$(shell sha256sum package-lock.json | 
 run: install ## Start the local cloud with the demo municipality (Ctrl-C stops everything)
 	$(PY) -m tools.localcloud
 
+# Two workers, each with its own DynamoDB Local; a module runs whole on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install ## Run the whole test suite; starts and stops every service it uses
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: install ## Benchmarks (issue 9): writes bench/results/latest.json, bench/results/chart.png and BENCHMARKS.md
 	$(PY) -m bench.run

@@ -21,6 +21,26 @@ REGION = "ap-northeast-1"
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
+# `make test` runs the suite on two workers (pytest-xdist), each with its own DynamoDB Local. A module's
+# tests stay together on one worker, in order (module fixtures, the attack and fuzz logs), as with
+# `--dist loadfile`. Modules that must not run beside each other share one unit of work: the end-to-end
+# tests, because the machine has one pcscd and one pair of virtual reader ports for every local cloud they
+# start; the two fuzz suites, because both write reliability/results/fuzz.json when they end. (xdist's own
+# `loadgroup` would do this with marks, but under pytest 9 it ignores them.)
+SERIAL_GROUPS = {"tests/e2e/": "local-cloud", "tests/integration/test_fuzz_": "fuzz"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((name for prefix, name in SERIAL_GROUPS.items() if module.startswith(prefix)), module)
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def dynamodb_local():
     with DynamoDBLocal(free_port()) as database:

@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -110,8 +111,12 @@ def card(cloud):
 def _post(url: str, body: dict, headers: dict | None = None) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        # The platform's answer says why (its code and message), which the bare status does not.
+        raise AssertionError(f"{url}: {error.code} {error.read().decode('utf-8', 'replace')}") from error
 
 
 def _register_through_pcsc(base_url: str) -> str:
