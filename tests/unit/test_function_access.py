@@ -17,11 +17,6 @@ from tools.function_access import FUNCTION_TABLES, READ_ACTIONS
 STREAM_ACTIONS = set(infrastructure.DYNAMODB_STREAM_ACTIONS)
 
 
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return infrastructure.platform_template()
-
-
 def _table_base_names(template: dict) -> dict[str, str]:
     """Logical id -> the table's base name, from each table's `${TablePrefix}name`."""
     return {logical_id: resource["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")

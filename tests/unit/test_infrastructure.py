@@ -27,18 +27,6 @@ LINT_REGION = "ap-northeast-1"
 
 
 @pytest.fixture(scope="module")
-def app():
-    import app as app_module
-
-    return app_module.app
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return infrastructure.platform_template()
-
-
-@pytest.fixture(scope="module")
 def committed() -> dict:
     return json.loads(PLATFORM.read_text(encoding="utf-8"))
 

@@ -26,18 +26,6 @@ from tools import infrastructure
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def app():
-    import app as app_module
-
-    return app_module.app
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return infrastructure.platform_template()
-
-
 def _of_type(template: dict, resource_type: str) -> dict:
     return {name: resource for name, resource in template["Resources"].items() if resource["Type"] == resource_type}
 
