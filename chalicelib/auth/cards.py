@@ -57,15 +57,11 @@ class CardAuthority:
         self._secret = hash_secret if callable(hash_secret) else (lambda: hash_secret)
         self._verified: OrderedDict[bytes, tuple[dt.datetime, dt.datetime, VerifiedCertificate]] = OrderedDict()
 
-    @property
-    def _hash_secret(self) -> bytes:
-        return self._secret()
-
     def verify_certificate(self, certificate_der: bytes, now: float) -> VerifiedCertificate:
         # Asked on every verification, remembered chains included: within the secret's TTL this is a lookup in
         # the container's cache, and past it this is where a container learns that the secret was deleted or
         # disabled, and stops accepting cards instead of going on with a key the platform no longer holds.
-        self._secret()
+        secret = self._secret()
         moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         digest = hashlib.sha256(certificate_der).digest()
         known = self._verified.get(digest)
@@ -75,13 +71,13 @@ class CardAuthority:
             if not (not_before <= moment <= not_after):
                 raise errors.CardCertificateInvalid("カードの証明書の有効期間外です。")
             return verified
-        verified, certificate = self._verify_chain(certificate_der, moment)
+        verified, certificate = self._verify_chain(certificate_der, moment, secret)
         self._verified[digest] = (certificate.not_valid_before_utc, certificate.not_valid_after_utc, verified)
         if len(self._verified) > self.VERIFIED_CACHE_ENTRIES:
             self._verified.popitem(last=False)
         return verified
 
-    def _verify_chain(self, certificate_der: bytes, moment: dt.datetime):
+    def _verify_chain(self, certificate_der: bytes, moment: dt.datetime, secret: bytes):
         from cryptography import x509
         from cryptography.exceptions import InvalidSignature
 
@@ -101,7 +97,7 @@ class CardAuthority:
                 continue
             return VerifiedCertificate(
                 certificate_key=certificate_key(
-                    self._hash_secret, certificate.issuer.public_bytes(), certificate.serial_number
+                    secret, certificate.issuer.public_bytes(), certificate.serial_number
                 ),
                 public_key=certificate.public_key(),
             ), certificate
@@ -110,7 +106,7 @@ class CardAuthority:
     # -- feeds: revocations and renewals name certificates by serial, never by the certificate itself --
 
     def certificate_key_for(self, anchor, serial_number: int) -> str:
-        return certificate_key(self._hash_secret, anchor.subject.public_bytes(), serial_number)
+        return certificate_key(self._secret(), anchor.subject.public_bytes(), serial_number)
 
     def certificate_keys(self, serial_number: int) -> list[str]:
         """The keys a serial would have under each CA of the trust store (a feed names no issuer)."""
