@@ -200,8 +200,31 @@ def table_logical_id(base_name: str) -> str:
     return _logical_id(base_name)
 
 
-def stream_failure_queue_id(spec: "FunctionSpec") -> str:
+def failure_queue_id(spec: "FunctionSpec") -> str:
+    """The queue where what a function could not process ends up (stream records, asynchronous events)."""
     return camel(spec.name) + "FailuresQueue"
+
+
+def _failure_queue(spec: "FunctionSpec", alarm_description: str) -> dict:
+    """The function's failure queue (encrypted, kept as long as a dead-letter queue) and its depth alarm."""
+    queue_id = failure_queue_id(spec)
+    queue_name = "points-" + spec.name.replace("_", "-") + "-failures"
+    return {
+        queue_id: {
+            "Type": "AWS::SQS::Queue",
+            **DELETE_WITH_STACK,
+            "Properties": {
+                "QueueName": queue_name,
+                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
+        },
+        queue_id + "DepthAlarm": _metric_alarm(
+            f"{queue_name}-not-empty", alarm_description,
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(queue_id, "QueueName")},
+            statistic="Maximum",
+        ),
+    }
 
 
 def dead_letter_queue_name(queue_name: str) -> str:
@@ -368,7 +391,7 @@ def _role(spec: FunctionSpec, tables: dict, api_sends_to: list[str]) -> dict:
             "Sid": "SendFailedRecords",
             "Effect": "Allow",
             "Action": ["sqs:SendMessage"],
-            "Resource": _get_att(stream_failure_queue_id(spec)),
+            "Resource": _get_att(failure_queue_id(spec)),
         })
     if spec.queue:
         statements.append({
@@ -502,8 +525,7 @@ def _queues(queue_name: str, consumer_timeout: int) -> dict:
 
 def _stream_consumer(spec: FunctionSpec) -> dict:
     """The mapping from a table's stream to its consumer, where records that keep failing go, and alarms."""
-    failures_id = stream_failure_queue_id(spec)
-    failures_name = "points-" + spec.name.replace("_", "-") + "-failures"
+    failures_id = failure_queue_id(spec)
     return {
         spec.base + "EventSourceMapping": {
             "Type": "AWS::Lambda::EventSourceMapping",
@@ -521,22 +543,11 @@ def _stream_consumer(spec: FunctionSpec) -> dict:
                 "DestinationConfig": {"OnFailure": {"Destination": _get_att(failures_id)}},
             },
         },
-        failures_id: {
-            "Type": "AWS::SQS::Queue",
-            **DELETE_WITH_STACK,
-            "Properties": {
-                "QueueName": failures_name,
-                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
-                "SqsManagedSseEnabled": True,
-            },
-        },
-        failures_id + "DepthAlarm": _metric_alarm(
-            f"{failures_name}-not-empty",
+        **_failure_queue(
+            spec,
             f"Stream records of the {spec.stream_table} table that {spec.name} could not process after "
             f"{STREAM_MAXIMUM_RETRY_ATTEMPTS} retries: the transfer lists miss them until an operator replays them "
             "(python -m chalicelib.storage.projection --backfill re-lists every transfer).",
-            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(failures_id, "QueueName")},
-            statistic="Maximum",
         ),
         spec.base + "IteratorAgeAlarm": _alarm(
             f"{spec.name}-behind",
@@ -627,10 +638,6 @@ def is_invoked_asynchronously(spec: FunctionSpec) -> bool:
     return spec.kind in ("schedule", "pure")
 
 
-def async_failure_queue_id(spec: FunctionSpec) -> str:
-    return camel(spec.name) + "FailuresQueue"
-
-
 # The custom resource's event carries the municipality stack's parameters, the first staff member's initial
 # password among them: its failures are diagnosed and purged, never replayed (docs/DEPLOYMENT.md §8.2).
 _ASYNC_FAILURE_ADVICE = {
@@ -642,18 +649,13 @@ _ASYNC_FAILURE_ADVICE = {
 
 def _async_failures(spec: FunctionSpec) -> dict:
     """Where an asynchronous invocation that keeps failing goes (the event and the error), and its alarm."""
-    queue_id = async_failure_queue_id(spec)
-    queue_name = "points-" + spec.name.replace("_", "-") + "-failures"
     return {
-        queue_id: {
-            "Type": "AWS::SQS::Queue",
-            **DELETE_WITH_STACK,
-            "Properties": {
-                "QueueName": queue_name,
-                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
-                "SqsManagedSseEnabled": True,
-            },
-        },
+        **_failure_queue(
+            spec,
+            f"Invocations of {spec.name} failed {ASYNC_MAXIMUM_RETRY_ATTEMPTS + 1} times or expired: "
+            + _ASYNC_FAILURE_ADVICE.get(spec.name, "each message holds the event and the error; fix the cause, "
+                                                   "then run the function again with that event."),
+        ),
         spec.base + "EventInvokeConfig": {
             "Type": "AWS::Lambda::EventInvokeConfig",
             "Properties": {
@@ -662,17 +664,9 @@ def _async_failures(spec: FunctionSpec) -> dict:
                 "MaximumRetryAttempts": ASYNC_MAXIMUM_RETRY_ATTEMPTS,
                 "MaximumEventAgeInSeconds": ASYNC_MAXIMUM_EVENT_AGE_SECONDS,
                 # Lambda sends with the function's role (SendOwnFailures in its policy).
-                "DestinationConfig": {"OnFailure": {"Destination": _get_att(queue_id)}},
+                "DestinationConfig": {"OnFailure": {"Destination": _get_att(failure_queue_id(spec))}},
             },
         },
-        queue_id + "DepthAlarm": _metric_alarm(
-            f"{queue_name}-not-empty",
-            f"Invocations of {spec.name} failed {ASYNC_MAXIMUM_RETRY_ATTEMPTS + 1} times or expired: "
-            + _ASYNC_FAILURE_ADVICE.get(spec.name, "each message holds the event and the error; fix the cause, "
-                                                   "then run the function again with that event."),
-            "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": _get_att(queue_id, "QueueName")},
-            statistic="Maximum",
-        ),
     }
 
 
@@ -704,7 +698,7 @@ def hardening_statements(spec: FunctionSpec) -> list[dict]:
             "Sid": "SendOwnFailures",
             "Effect": "Allow",
             "Action": ["sqs:SendMessage"],
-            "Resource": _get_att(async_failure_queue_id(spec)),
+            "Resource": _get_att(failure_queue_id(spec)),
         })
     return statements
 
