@@ -32,7 +32,14 @@ class LocalCloud:
             self.output += line
             if "Ctrl-C ですべて停止します" in line:
                 return
-        raise AssertionError("local cloud did not start:\n" + self.output)
+        raise AssertionError("local cloud did not start:\n" + self.output + self._log_tails())
+
+    def _log_tails(self) -> str:
+        # What CI keeps of a failed start is this message: the services' own logs say why.
+        tails = []
+        for log in sorted((self.data_dir / "logs").glob("*.log")):
+            tails.append(f"\n--- {log.name} ---\n" + log.read_bytes()[-2000:].decode("utf-8", "replace"))
+        return "".join(tails)
 
     @property
     def base_url(self) -> str:

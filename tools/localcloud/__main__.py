@@ -25,6 +25,7 @@ from tools.localcloud.processes import (
     LOCAL_CARD_HASH_SECRET_ID,
     REPOSITORY_ROOT,
     DynamoDBLocal,
+    LocalProcessError,
     MotoServer,
     local_aws_environment,
     stop_process,
@@ -97,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from chalicelib.api import dependencies
         from chalicelib.storage import projection
-        from chalicelib.storage.schema import create_tables, enable_streams
+        from chalicelib.storage.schema import create_missing_indexes, create_tables, enable_streams
 
         create_tables(boto3.client("dynamodb"), TABLE_PREFIX)
+        # A database kept from an earlier version: indexes added since then (a partner's refusals by day).
+        create_missing_indexes(boto3.client("dynamodb"), TABLE_PREFIX)
         if enable_streams(boto3.client("dynamodb"), TABLE_PREFIX):
             # A database kept from before the transfer lists were stream-fed: list what it already holds.
             dependencies.get_ledger_store()
@@ -153,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 0
+    except LocalProcessError as error:
+        # A service that would not start is explained in words, with where its log is; a traceback here
+        # would be the newcomer's first screen.
+        _say(f"起動できませんでした: {error}\nログ: {logs_dir}")
+        return 1
     finally:
         stop_requested.set()
         _say("\n停止しています…")

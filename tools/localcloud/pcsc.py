@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from tools.localcloud.processes import REPOSITORY_ROOT, LocalProcessError, stop_process
+from tools.localcloud.processes import LOG_TAIL_CHARACTERS, REPOSITORY_ROOT, LocalProcessError, stop_process
 
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 PCSCD_POLL_MARGIN_SECONDS = 1.0
+PCSCD_START_ATTEMPTS = 2
 READER_BY_PORT = {35963: "Virtual PCD 00 00", 35964: "Virtual PCD 00 01"}
 
 
@@ -52,19 +53,33 @@ class PcscDaemon:
         if pcscd_answers() and _vpcd_listening(35963):
             self.reused = True
             return self
+        # Once in CI a pcscd started straight after another had stopped never opened the vpcd reader; a
+        # second, fresh pcscd is cheap (0.1 s when all is well), so one more try comes before giving up.
+        for _ in range(PCSCD_START_ATTEMPTS):
+            if self._start_once():
+                return self
+            self.stop()
+        raise LocalProcessError("pcscd の vpcd リーダーが準備できませんでした。" + self._log_tail())
+
+    def _start_once(self) -> bool:
         binary = shutil.which("pcscd") or "/usr/sbin/pcscd"
         PCSCD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._process = subprocess.Popen([binary, "--foreground"], stdout=log, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen([binary, "--foreground", "--info"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self._ready_timeout_seconds
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise LocalProcessError("pcscd が起動できませんでした（pcscd と vsmartcard-vpcd が必要です）。")
+                raise LocalProcessError("pcscd が起動できませんでした（pcscd と vsmartcard-vpcd が必要です）。" + self._log_tail())
             if pcscd_answers() and _vpcd_listening(35963):
-                return self
+                return True
             time.sleep(0.1)
-        self.stop()
-        raise LocalProcessError("pcscd の vpcd リーダーが準備できませんでした。")
+        return False
+
+    def _log_tail(self) -> str:
+        if not self._log_path or not Path(self._log_path).exists():
+            return ""
+        tail = Path(self._log_path).read_bytes()[-LOG_TAIL_CHARACTERS:].decode("utf-8", "replace")
+        return f"\npcscd のログ（{self._log_path}）の末尾:\n{tail}"
 
     def stop(self) -> None:
         stop_process(self._process)
