@@ -9,6 +9,7 @@ from chalicelib.api.grant_batch_routes import grant_batch_api
 from chalicelib.api.health import health_api
 from chalicelib.api.identity_routes import identity_api
 from chalicelib.api.jobs import jobs
+from chalicelib.api.partner_reconciliation_routes import partner_reconciliation_api
 from chalicelib.api.partner_routes import partner_api
 from chalicelib.api.portal_routes import portal_api
 from chalicelib.api.projection_handlers import projection_handlers
@@ -26,6 +27,7 @@ app.register_blueprint(staff_api)
 app.register_blueprint(identity_api)
 app.register_blueprint(jobs)
 app.register_blueprint(partner_api)
+app.register_blueprint(partner_reconciliation_api)
 app.register_blueprint(conversion_handlers)
 app.register_blueprint(transfer_out_api)
 app.register_blueprint(portal_api)

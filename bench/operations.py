@@ -271,7 +271,8 @@ def service_operations(bench: Workbench) -> list[OperationSpec]:
         body, signature = partner.message(conversion_residents[index], world.home_code)
 
         def call():
-            result, _queue = conversions.process_message(store, bench.identity_store, body, signature, time.time)
+            result, _queue = conversions.process_message(store, bench.identity_store, body, signature, time.time,
+                                                       lambda: b"bench-hash-secret")
             if result["status"] != "credited":
                 raise AssertionError(f"conversion not credited: {result}")
         return call

@@ -356,6 +356,14 @@ class OperatorAuthenticationFailed(DomainError):
     message = "事業者の認証に失敗しました。"
 
 
+class PartnerAuthenticationFailed(DomainError):
+    """A partner's signed read request refused: unknown or inactive partner, bad signature, stale or reused."""
+
+    code = "partner_authentication_failed"
+    status = 401
+    message = "提携先の認証に失敗しました。"
+
+
 class HoldNotFound(DomainError):
     code = "hold_not_found"
     status = 404

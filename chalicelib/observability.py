@@ -76,6 +76,15 @@ def count(metric_name: str) -> None:
     _pending_counts.append(metric_name)
 
 
+def count_now(metric_name: str, **dimensions: str) -> None:
+    """Count one event outside an HTTP request (a queue record), published at once with its dimensions."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name=metric_name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        for name, value in dimensions.items():
+            metric.add_dimension(name=name, value=value)
+
+
 def _publish(error_code: str | None) -> None:
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -111,6 +120,7 @@ def http_middleware(event, get_response):
             "error_code": error_code,
             "terminal_id": event.context.get("terminal_id"),
             "staff_id": event.context.get("staff_id"),
+            "partner_id": event.context.get("partner_id"),
         },
     )
     _publish(error_code)

@@ -3,11 +3,21 @@
 This is what a partner company (card issuer, airline, carrier) runs, in essence. See docs/PARTNERS.md.
 
     python examples/send_conversion.py --partner-file partner.json --mykey-id ABCD2345 --partner-points 1000 \\
-        [--municipality 252034] [--campaign CODE] [--txn-id ID]
+        [--municipality 252034] [--campaign CODE] [--txn-id ID] [--conversion-queue-url URL]
 
-`partner.json` holds {"partner_id", "private_key" (base64 of the raw 32-byte Ed25519 key), "result_queue"}.
-boto3 finds the queues with your usual AWS credentials and region; for the local cloud set
-AWS_ENDPOINT_URL_SQS (make run prints it). Needs only boto3 and cryptography.
+`partner.json` holds {"partner_id", "private_key" (base64 of the raw 32-byte Ed25519 key), and either
+"result_queue_url" (production: the URL the platform operator gives you) or "result_queue" (its name)}.
+`--conversion-queue-url` is the platform's queue URL given at onboarding
+(https://sqs.ap-northeast-1.amazonaws.com/<platform account>/points-partner-conversions); without it the
+queue is looked up by name in your own account and region, as in the local cloud (so is "result_queue":
+in production give both URLs). boto3 uses your usual AWS credentials and region; for the local cloud set
+AWS_ENDPOINT_URL_SQS (make run prints it).
+Needs only boto3 and cryptography.
+
+Several senders may wait on the same result queue at once: each deletes only its own result and hands
+every other one straight back to the queue, so no sender loses another's result. (A system sending many
+conversions would rather run one reader of the result queue that records every result it gets.)
+Exit status: 0 credited, 1 rejected, 2 no result within --wait-seconds (it will still arrive).
 """
 from __future__ import annotations
 
@@ -24,6 +34,9 @@ import boto3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 CONVERSION_QUEUE = "points-partner-conversions"
+# After a receive that held only other transactions' results, pause a little so that whoever waits for
+# them can take them (and so the queue is not polled in a tight loop).
+OTHERS_ONLY_PAUSE_SECONDS = 0.2
 
 
 def signed_message(partner: dict, mykey_id: str, partner_points: int, municipality_code: str | None,
@@ -43,6 +56,40 @@ def signed_message(partner: dict, mykey_id: str, partner_points: int, municipali
     return body, base64.b64encode(key.sign(body.encode("utf-8"))).decode("ascii")
 
 
+def result_queue_url(sqs, partner: dict) -> str:
+    if partner.get("result_queue_url"):
+        return partner["result_queue_url"]
+    return sqs.get_queue_url(QueueName=partner["result_queue"])["QueueUrl"]
+
+
+def wait_for_result(sqs, queue_url: str, txn_id: str, wait_seconds: float) -> dict | None:
+    """This transaction's result, deleted from the queue; None if it did not come in time.
+
+    Results are matched by partner_txn_id. Another transaction's result is made visible again at once
+    (visibility timeout 0) rather than deleted: it belongs to whoever sent that transaction."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        mine = None
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for message in messages:
+            try:
+                result = json.loads(message["Body"])
+            except ValueError:
+                result = None
+            if isinstance(result, dict) and result.get("partner_txn_id") == txn_id:
+                # The same result may arrive more than once (same content): delete every copy we hold.
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                mine = result
+            else:
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+        if mine is not None:
+            return mine
+        if messages:
+            time.sleep(OTHERS_ONLY_PAUSE_SECONDS)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partner-file", required=True)
@@ -50,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partner-points", type=int, required=True)
     parser.add_argument("--municipality", default=None, help="omit for the resident's reserve account")
     parser.add_argument("--campaign", default=None)
-    parser.add_argument("--txn-id", default=None, help="your own unique transaction id (default: a new UUID)")
+    parser.add_argument("--txn-id", default=None,
+                        help="your own unique transaction id (default: a new UUID); each run signs a new occurred_at, "
+                             "so sending again under a decided id gets partner_txn_conflict")
+    parser.add_argument("--conversion-queue-url", default=None,
+                        help=f"the platform's queue URL given at onboarding (default: look up {CONVERSION_QUEUE} by name)")
     parser.add_argument("--wait-seconds", type=float, default=30)
     arguments = parser.parse_args(argv)
 
@@ -59,24 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     txn_id = arguments.txn_id or str(uuid.uuid4())
     body, signature = signed_message(partner, arguments.mykey_id, arguments.partner_points, arguments.municipality,
                                      arguments.campaign, txn_id)
-    sqs = boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
-    queue_url = sqs.get_queue_url(QueueName=CONVERSION_QUEUE)["QueueUrl"]
+    # A session of its own: boto3's default session is not safe to share between threads.
+    sqs = boto3.session.Session().client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
+    queue_url = arguments.conversion_queue_url or sqs.get_queue_url(QueueName=CONVERSION_QUEUE)["QueueUrl"]
     sqs.send_message(QueueUrl=queue_url, MessageBody=body,
                      MessageAttributes={"signature": {"DataType": "String", "StringValue": signature}})
     print(f"sent {txn_id}")
 
-    # Results arrive on your own queue; match them to your transactions by partner_txn_id.
-    result_url = sqs.get_queue_url(QueueName=partner["result_queue"])["QueueUrl"]
-    deadline = time.monotonic() + arguments.wait_seconds
-    while time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=result_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            result = json.loads(message["Body"])
-            sqs.delete_message(QueueUrl=result_url, ReceiptHandle=message["ReceiptHandle"])
-            if result["partner_txn_id"] == txn_id:
-                print(json.dumps(result, ensure_ascii=False))
-                return 0 if result["status"] == "credited" else 1
-    print("no result yet: it will arrive on the result queue", file=sys.stderr)
-    return 2
+    result = wait_for_result(sqs, result_queue_url(sqs, partner), txn_id, arguments.wait_seconds)
+    if result is None:
+        print("no result yet: it will arrive on the result queue", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if result["status"] == "credited" else 1
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 The attacks themselves are `tests/integration/test_attacks.py`: forged, replayed, expired and
 cross-terminal signatures; a merchant's terminal paying in a municipality it does not accept; staff of
 one municipality on another's data; revoked, suspended and superseded cards; forged, misdirected and old
-card signatures; PIN lockout; a partner without agreement or signing with another partner's key; an
-Individual Number in every identifier and free-text field; oversized bodies and deeply nested JSON. An
+card signatures; PIN lockout; a partner without agreement or signing with another partner's key;
+partner request signatures and a partner reading another partner's conversions; an Individual Number in
+every identifier and free-text field; oversized bodies and deeply nested JSON. An
 attack is *accepted* when it is not refused with its documented code, or when anything was written.
 
 `python -m reliability.attacks` runs the suite and prints `reliability/results/attacks.json`.

@@ -112,7 +112,7 @@ class Operation:
     method: str
     path: str
     operation_id: str
-    security: str  # terminal, operator, staff, optional_staff, resident, public
+    security: str  # terminal, operator, partner, staff, optional_staff, resident, public
     path_parameters: tuple
     query_parameters: tuple
     body_schema: dict | None = field(compare=False, hash=False, repr=False)
@@ -141,6 +141,8 @@ def _security_kind(operation: dict) -> str:
         return "terminal"
     if "operatorSignature" in names:
         return "operator"
+    if "partnerSignature" in names:
+        return "partner"
     if "residentSession" in names:
         return "resident"
     if "staffSession" in names:
@@ -297,7 +299,8 @@ def from_schema(schema: dict, hints: dict | None = None, name: str | None = None
     """Values valid for `schema`; a property whose name is in `hints` is drawn from the hint or the schema."""
     from hypothesis import strategies as st
 
-    hints = hints or {}
+    # `is None`, not `or`: the tests' hints are a lazy mapping that stays empty (falsy) until a field is asked.
+    hints = {} if hints is None else hints
     schema = _merged(schema)
     strategy = _from_schema(schema, hints, depth)
     if name in hints:

@@ -361,6 +361,7 @@ class Op:
 # -- fault-injecting proxies ------------------------------------------------------------------------------
 
 
+SIMULATION_HASH_SECRET = b"simulation-hash-secret"
 _LEDGER_READS = ("get_wallet", "wallet_for_update", "get_transfer", "get_counter", "get_counters", "get_hold",
                  "card_for_payment", "get_conversion_rejection", "get_card")
 
@@ -412,9 +413,9 @@ class FaultyLedgerStore:
         self._inner.move_counter(source_id, target_id, amount)
         self._sim.after_write(self, "move_counter")
 
-    def put_conversion_rejection(self, partner_id, partner_txn_id, reason, rejected_at):
+    def put_conversion_rejection(self, partner_id, partner_txn_key, partner_txn_id, reason, message_fingerprint, rejected_at):
         self._sim.before_write(self, "put_conversion_rejection", [], transactional=False)
-        self._inner.put_conversion_rejection(partner_id, partner_txn_id, reason, rejected_at)
+        self._inner.put_conversion_rejection(partner_id, partner_txn_key, partner_txn_id, reason, message_fingerprint, rejected_at)
         self._sim.model.committed_rejection(partner_id, partner_txn_id, reason)
         self._sim.after_write(self, "put_conversion_rejection")
 
@@ -773,7 +774,8 @@ class Model:
 
     # expectations ---------------------------------------------------------------------------------------
     def _cap_keys(self, message: Message):
-        day = dt.datetime.fromtimestamp(message.occurred_ts, JST).date()
+        # Caps count by the Japan date of the decision (docs/PARTNERS.md), not the message's occurred_at.
+        day = dt.datetime.fromtimestamp(self.sim.now, JST).date()
         return (f"day#{message.partner_id}#{message.mykey_id}#{day.isoformat()}",
                 f"month#{message.partner_id}#{message.mykey_id}#{day.strftime('%Y-%m')}")
 
@@ -1334,7 +1336,8 @@ class Simulation:
         self.armed = not self.final_phase
         self.model.ctx.append(op)
         try:
-            result, queue_name = conversions.process_message(store, identity, message.body, message.signature, lambda: self.now)
+            result, queue_name = conversions.process_message(store, identity, message.body, message.signature, lambda: self.now,
+                                                             lambda: SIMULATION_HASH_SECRET)
         except Exception as error:  # the record fails: SQS redelivers it, or dead-letters it after its receives
             if isinstance(error, TRANSIENT):
                 self.result.stats[f"transient:{type(error).__name__}"] += 1
@@ -1827,7 +1830,9 @@ class Simulation:
             checked.add(message.decision_key)
             decision = self.model.decisions.get(message.decision_key)
             transfer = store.get_transfer(message.transfer_id)
-            rejection = store.get_conversion_rejection(message.partner_id, message.txn)
+            recorded = store.get_conversion_rejection(
+                message.partner_id, conversions.partner_txn_key(SIMULATION_HASH_SECRET, message.partner_id, message.txn))
+            rejection = recorded["reason"] if recorded else None
             if decision is None:
                 self.violation("message_decided", f"{message.partner_id}/{message.txn} undecided after the final drain")
             elif decision["status"] == "credited":

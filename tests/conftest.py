@@ -236,6 +236,7 @@ def http(dynamo_world, dynamo_staff_store):
     from chalicelib.storage.grants import DynamoGrantStore
     from chalicelib.storage.identity import DynamoIdentityStore
     from tests.fakes import FakeGrantBatchQueue
+    from tests.world import HASH_SECRET
 
     dependencies.override(
         grant_batch_store=DynamoGrantStore(REGION),
@@ -244,6 +245,7 @@ def http(dynamo_world, dynamo_staff_store):
         staff_store=dynamo_staff_store,
         identity_store=DynamoIdentityStore(REGION),
         card_authority=dynamo_world.authority,
+        hash_secret=lambda: HASH_SECRET,
         clock=time.time,
         settings=Settings(
             table_prefix="unused", region=REGION, card_trust_store_path="", card_hash_secret_id="unused",

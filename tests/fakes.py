@@ -25,7 +25,7 @@ class FakeLedgerStore:
         self.counters: dict[str, int] = {}
         self.nonces: dict[str, int] = {}
         self.partners: dict[str, dict] = {}
-        self.rejections: dict[str, str] = {}
+        self.rejections: dict[str, dict] = {}
 
     # reads
     def get_municipality(self, code):
@@ -142,13 +142,35 @@ class FakeLedgerStore:
         return self.partners.get(partner_id)
 
     def put_partner(self, partner):
-        self.partners[partner["partner_id"]] = partner
+        self.partners[partner["partner_id"]] = {**partner, "public_keys": list(partner.get("public_keys") or [partner["public_key"]])}
 
-    def get_conversion_rejection(self, partner_id, partner_txn_id):
-        return self.rejections.get(f"{partner_id}#{partner_txn_id}")
+    def get_conversion_rejection(self, partner_id, partner_txn_key):
+        found = self.rejections.get(f"{partner_id}#{partner_txn_key}")
+        return None if found is None else {key: value for key, value in found.items() if key != "partner_id"}
 
-    def put_conversion_rejection(self, partner_id, partner_txn_id, reason, rejected_at):
-        self.rejections.setdefault(f"{partner_id}#{partner_txn_id}", reason)
+    def put_conversion_rejection(self, partner_id, partner_txn_key, partner_txn_id, reason, message_fingerprint, rejected_at):
+        self.rejections.setdefault(f"{partner_id}#{partner_txn_key}", {
+            "partner_id": partner_id, "partner_txn_id": partner_txn_id, "reason": reason,
+            "message_fingerprint": message_fingerprint, "rejected_at": rejected_at})
+
+    def conversion_page(self, partner_id, start, end, cursor, limit=500):
+        """Credits then refusals, as the DynamoDB store pages them; the cursor is the offset in that list."""
+        credited = sorted((t for t in self.transfers.values()
+                           if t.partner_id == partner_id and t.kind == ports.CONVERSION and start <= t.posted_at <= end),
+                          key=lambda t: t.posted_at)
+        rejected = sorted((r for r in self.rejections.values()
+                           if r["partner_id"] == partner_id and start <= r["rejected_at"] <= end),
+                          key=lambda r: r["rejected_at"])
+        lines = [{"partner_txn_id": t.partner_txn_id, "status": "credited", "reason": None,
+                  "municipality_code": None if t.municipality_code == ports.RESERVE else t.municipality_code,
+                  "points": t.amount, "partner_points": t.partner_points, "campaign_code": t.campaign_code,
+                  "decided_at": t.posted_at} for t in credited]
+        lines += [{"partner_txn_id": r["partner_txn_id"], "status": "rejected", "reason": r["reason"],
+                   "municipality_code": None, "points": 0, "partner_points": None, "campaign_code": None,
+                   "decided_at": r["rejected_at"]} for r in rejected]
+        offset = int(cursor or 0)
+        following = offset + limit
+        return lines[offset:following], (str(following) if following < len(lines) else None)
 
     def transfers_of_partner(self, partner_id, start, end):
         return [{"transfer_id": t.transfer_id, "municipality_code": t.municipality_code, "amount": t.amount,

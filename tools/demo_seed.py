@@ -26,7 +26,7 @@ DEMO_GRANT_ID = "5b0d4d0e-7f6a-4c61-9f1e-2a52e0a10001"
 DEMO_CARD_PIN = "1234"
 PIN_FREE_LIMIT = 3000
 DEMO_PARTNER_ID = "demo-airline"
-DEMO_PARTNER_RESULT_QUEUE = "demo-airline-results"
+DEMO_PARTNER_RESULT_QUEUE = "points-partner-results-demo-airline"
 DEMO_PARAMETERS = REPOSITORY_ROOT / "infrastructure" / "examples" / "nagahama.parameters.json"
 
 

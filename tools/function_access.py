@@ -94,14 +94,16 @@ FUNCTION_TABLES: dict[str, dict[str, TableAccess]] = {
         # every service writes its audit record; staff read the log
         "audit_events": access(PUT, QUERY),
         "resident_sessions": access(GET, PUT, UPDATE, DELETE),
-        # platform operators register partners (a plain Put); reading one is the conversion consumer's
-        "partners": access(PUT),
+        # platform operators register partners (a plain Put); partners' signed reads look them up
+        "partners": access(GET, PUT),
         "operators": access(GET, PUT),
         "transfer_programmes": access(GET, PUT),
         # transfer-outs: create_hold (Put), confirmation and rejection (Update), operator statements (Scan)
         "holds": access(GET, PUT, UPDATE, SCAN),
-        # terminal and operator request nonces, used once (conditional Put)
+        # terminal, operator and partner request nonces, used once (conditional Put)
         "nonces": access(PUT),
+        # a partner's reads of its own refusals: by transaction (keyed hash) and by day (by_partner)
+        "conversion_rejections": access(GET, indexes={"by_partner": (QUERY,)}),
         "staff": access(GET, PUT, UPDATE, indexes={"by_municipality": (QUERY,)}),
         "staff_sessions": access(GET, PUT, UPDATE, DELETE),
         "approvals": access(GET, PUT, UPDATE, QUERY),

@@ -117,11 +117,12 @@ ASYNC_MAXIMUM_EVENT_AGE_SECONDS = 3600
 # two actions tracing needs do not support resource-level permissions, so they are granted on "*".
 XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 
-# Functions that hash certificate serials (chalicelib/auth/cards.py through deps.get_card_authority):
-# only the API's routes do; the consumers, jobs, stream projection and the custom resource never touch a
-# card. Only these get CARD_HASH_SECRET_ID and may read the secret; tests/unit/test_template_hardening.py
-# keeps the set true against the handlers' code.
-READS_CARD_HASH_SECRET = frozenset({API_FUNCTION_NAME})
+# Functions that hash with the card-hash secret: certificate serials (chalicelib/auth/cards.py through
+# deps.get_card_authority) in the API's routes, and refused partner transaction ids (deps.get_hash_secret)
+# in the API's partner reads and the conversion consumer; the other consumers, jobs, stream projection and
+# the custom resource never do. Only these get CARD_HASH_SECRET_ID and may read the secret;
+# tests/unit/test_template_hardening.py keeps the set true against the handlers' code.
+READS_CARD_HASH_SECRET = frozenset({API_FUNCTION_NAME, "handle_partner_conversions"})
 
 # WAF (regional web ACL on the API stage). Routes are Chalice route templates, checked against the app;
 # a template's `{name}` matches one path segment, and the stage prefix (`/v`) may precede it.
@@ -979,6 +980,18 @@ def platform_template(application=None, config_from_disk: dict | None = None) ->
                 },
             },
         }
+        # A message naming no registered, active partner has no result queue to be answered on: the
+        # consumer counts it (chalicelib/api/conversion_handlers.py) and this alarm tells the operator.
+        from chalicelib.observability import NAMESPACE, SERVICE_NAME
+
+        # Powertools adds the `service` dimension (POWERTOOLS_SERVICE_NAME in .chalice/config.json) to every
+        # metric it publishes; an alarm must name exactly the metric's dimensions to see it.
+        resources["PartnerMessagesUnattributedAlarm"] = _metric_alarm(
+            "partner-messages-unattributed",
+            "A partner conversion message named no registered, active partner_id and was dropped unanswered "
+            "(a partner not yet onboarded, deactivated, or sending a wrong partner_id).",
+            NAMESPACE, "PartnerMessagesUnattributed", {"service": SERVICE_NAME},
+        )
 
     resources["AlarmTopic"] = {
         "Type": "AWS::SNS::Topic",

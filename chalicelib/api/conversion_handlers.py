@@ -34,7 +34,7 @@ def handle_partner_conversions(event):
 
 
 def convert_record(record) -> dict:
-    from chalicelib.observability import get_logger
+    from chalicelib.observability import count_now, get_logger
     from chalicelib.services import conversions
 
     # Read from the raw attribute: a Binary-typed `signature` has no stringValue and is simply no signature.
@@ -42,11 +42,20 @@ def convert_record(record) -> dict:
     signature = raw_signature.get("stringValue") if isinstance(raw_signature.get("stringValue"), str) else None
     result, result_queue = conversions.process_message(
         deps.get_ledger_store(), deps.get_identity_store(), record.body, signature, deps.get_clock(),
+        deps.get_hash_secret(),
     )
-    get_logger().info("partner conversion", extra={"message_id": record.message_id, "status": result["status"],
-                                                   "reason": result["reason"], "points": result["points"]})
+    # Support finds a partner's transaction by partner_id and partner_txn_id; an id that failed validation
+    # (it may be an Individual Number) appears only as its keyed hash.
+    get_logger().info("partner conversion", extra={
+        "message_id": record.message_id, **conversions.log_fields(record.body, deps.get_hash_secret()),
+        "status": result["status"], "reason": result["reason"], "points": result["points"],
+    })
     if result_queue is None:
-        return result  # no registered partner to tell: logged, never retried
+        # No registered, active partner to tell: never retried, but counted, and the platform's alarm on
+        # this metric tells the operator (docs/PARTNERS.md, "登録されていない提携先").
+        count_now("PartnerMessagesUnattributed")
+        return result
+    count_now("PartnerConversions", status=result["status"])
     # Sent after the decision; if sending fails the record is retried, and the decision replays unchanged.
     deps.get_sqs_client().send_message(QueueUrl=deps.queue_url(result_queue),
                                        MessageBody=json.dumps(result, ensure_ascii=False))

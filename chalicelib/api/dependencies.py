@@ -125,6 +125,18 @@ def get_card_authority():
     return _get("card_authority", build)
 
 
+def get_hash_secret() -> Callable[[], bytes]:
+    """The keyed-hash secret (the card-hash secret in Secrets Manager, cached with its TTL), as a function:
+    what must never be stored in clear (a refused partner transaction id that may be an Individual Number)
+    is stored as an HMAC under it. Tests override it with `override(hash_secret=lambda: b"...")`."""
+    def build():
+        from chalicelib.config import card_hash_secret, get_settings
+
+        return lambda: card_hash_secret(get_settings())
+
+    return _get("hash_secret", build)
+
+
 def get_settings():
     from chalicelib.config import get_settings as settings
 

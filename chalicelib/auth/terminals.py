@@ -1,8 +1,10 @@
-"""Terminal request signatures (docs/CONTRACTS.md#terminal-signature, #operator-signature).
+"""Request signatures (docs/CONTRACTS.md#terminal-signature, #operator-signature, #partner-signature).
 
 Every terminal call carries `X-Terminal-Id`, `X-Timestamp`, `X-Nonce` and `X-Signature`, an Ed25519
 signature with the key registered for the terminal over
 `POINTS-TERMINAL-V1\\n{METHOD}\\n{PATH}\\n{X-Timestamp}\\n{X-Nonce}\\n{hex SHA-256 of the raw body}`.
+Point-management companies (`X-Operator-Id`, `POINTS-OPERATOR-V1`) and partners (`X-Partner-Id`,
+`POINTS-PARTNER-V1`, either of their keys during a key change) sign the same way (`authenticate_signed`).
 The nonce is recorded only after the signature checks out, so nobody can burn a terminal's nonces with
 forged requests; it is kept (with a TTL) past the time window in which its timestamp would be accepted.
 """
@@ -46,14 +48,13 @@ def authenticate(
 
 def authenticate_signed(store, method: str, path: str, headers, body: bytes, now: float, id_header: str, prefix: str,
                         look_up, refusal: type[errors.DomainError], who: str):
-    """The request-signature check shared by terminals and point-management companies.
+    """The request-signature check shared by terminals, point-management companies and partners.
 
-    `look_up(id)` returns the signer (with `public_key` and `active`) or None; nonces are namespaced by
-    the signer's id, so two signers never collide.
+    `look_up(id)` returns the signer (with `active`, and `public_keys` - one key, or two while the signer
+    changes keys - or else the single `public_key` of records written before rotation existed) or None; a
+    signature by any of its keys verifies. Nonces are namespaced by the signer's id, so two signers never
+    collide.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     def header(name: str) -> str:
         value = headers.get(name) or headers.get(name.lower())
         if not value:
@@ -73,10 +74,11 @@ def authenticate_signed(store, method: str, path: str, headers, body: bytes, now
         raise refusal(f"この{who}は登録されていないか、停止されています。")
     try:
         signature = base64.b64decode(signature_text, validate=True)
-        public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(_field(signer, "public_key")))
-        public_key.verify(signature, request_message(method, path, timestamp, nonce, body, prefix))
-    except (InvalidSignature, ValueError, binascii.Error) as error:
+    except (ValueError, binascii.Error) as error:
         raise refusal(f"{who}の署名を確認できませんでした。") from error
+    message = request_message(method, path, timestamp, nonce, body, prefix)
+    if not any(_verifies(key, signature, message) for key in _public_keys(signer)):
+        raise refusal(f"{who}の署名を確認できませんでした。")
     if not store.use_nonce(f"{signer_id}#{nonce.lower()}", int(timestamp) + 2 * CLOCK_SKEW_SECONDS):
         raise refusal("同じリクエストが再送されました（nonce 使用済み）。")
     return signer
@@ -84,3 +86,21 @@ def authenticate_signed(store, method: str, path: str, headers, body: bytes, now
 
 def _field(signer, name: str):
     return signer[name] if isinstance(signer, dict) else getattr(signer, name)
+
+
+def _public_keys(signer) -> list[str]:
+    """The signer's active keys: `public_keys` where the record has them (partners), else `public_key`."""
+    keys = signer.get("public_keys") if isinstance(signer, dict) else getattr(signer, "public_keys", None)
+    return list(keys) if keys else [_field(signer, "public_key")]
+
+
+def _verifies(public_key_base64: str, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64)).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError, binascii.Error):
+        # One unusable key (a malformed record) must not hide that the other one verifies.
+        return False
+    return True

@@ -4,7 +4,8 @@ Every identifier that enters the system passes through here. The Individual Numb
 run on every field: the platform must never accept or store one, even by mistake in a field meant for
 something else. Identifier fields are refused when their whole value is one
 (`looks_like_individual_number`); free text (reasons, notes, names, labels, CSV cells) is searched for
-one anywhere inside it (`contains_individual_number`).
+one anywhere inside it (`contains_individual_number`); partners' transaction ids, identifiers they make
+up, are searched for one written as a person would (`identifier_holds_individual_number`).
 """
 from __future__ import annotations
 
@@ -112,6 +113,34 @@ def contains_individual_number(value: object) -> bool:
                 if len(digits) >= INDIVIDUAL_NUMBER_DIGITS:
                     break
             if _is_individual_number(digits):
+                return True
+    return False
+
+
+def identifier_holds_individual_number(value: object) -> bool:
+    """The rule for identifiers a partner makes up (transaction ids), between the two above.
+
+    Refused: the whole value is an Individual Number; a word of it (split at spaces) is one
+    (「order 123456789018」); or one is written in groups anywhere in it (「order-1234-5678-9018」, two or
+    more whole digit groups joined by separators holding the twelve digits). Left alone: a bare run of
+    twelve digits inside a longer id (「JAL202612010001」, 「order-202612010001」). Machine ids hold
+    such runs all the time (order and reservation numbers, dates with counters), and one in ten ends in a
+    valid check digit: refusing them would refuse one partner transaction in ten for nothing, for good.
+    """
+    if not isinstance(value, str) or not value:
+        return False
+    text = _UUID_IN_TEXT.sub("/", _normalised(value))
+    if looks_like_individual_number(text) or any(looks_like_individual_number(word) for word in text.split()):
+        return True
+    for chain in _DIGIT_CHAIN.finditer(text):
+        groups = _DIGIT_GROUP.findall(chain.group())
+        for first in range(len(groups)):
+            digits, count = "", 0
+            for group in groups[first:]:
+                digits, count = digits + group, count + 1
+                if len(digits) >= INDIVIDUAL_NUMBER_DIGITS:
+                    break
+            if count >= 2 and _is_individual_number(digits):
                 return True
     return False
 

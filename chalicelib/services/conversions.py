@@ -25,7 +25,7 @@ from typing import Callable
 from chalicelib import errors
 from chalicelib.domain import identifiers
 from chalicelib.domain import lots as lot_rules
-from chalicelib.domain.time import JST, japan_date, japan_month, posted_at
+from chalicelib.domain.time import japan_date, japan_month, posted_at
 from chalicelib.services import ports
 from chalicelib.services.retry import MAX_ATTEMPTS
 
@@ -35,6 +35,15 @@ RESERVE_DAYS = 14
 MESSAGE_VERSION = 1
 MAX_AGE_DAYS = 30
 ROUNDING_RULES = ("floor", "half_up", "ceil")
+MAX_PARTNER_POINTS = 100_000_000
+MAX_PARTNER_TXN_ID_CHARACTERS = 128
+# Every reason a result message can carry (docs/PARTNERS.md lists each with an example).
+REFUSAL_REASONS = (
+    "malformed_message", "individual_number_forbidden", "signature_missing", "signature_invalid",
+    "unknown_mykey_id", "mykey_suspended", "unknown_campaign", "campaign_municipality_mismatch",
+    "municipality_not_in_agreement", "municipality_unknown", "points_too_small", "points_too_large",
+    "occurred_at_out_of_range", "daily_cap_exceeded", "monthly_cap_exceeded", "partner_txn_conflict",
+)
 
 
 class Rejected(Exception):
@@ -61,6 +70,35 @@ class ConversionMessage:
 
 def conversion_transfer_id(partner_id: str, partner_txn_id: str) -> str:
     return str(uuid.uuid5(CONVERSION_NAMESPACE, f"{partner_id}/{partner_txn_id}"))
+
+
+def message_fingerprint(data: dict | None) -> str | None:
+    """SHA-256 of the message's canonical JSON: key order and spacing aside, any difference is another message."""
+    if data is None:
+        return None
+    import hashlib
+
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def partner_txn_key(secret: bytes, partner_id: str, partner_txn_id: str) -> str:
+    """The key a refusal is recorded under: an HMAC of the transaction id, never the id itself, because a
+    refused id may be an Individual Number (docs/CONTRACTS.md#individual-number)."""
+    import hashlib
+    import hmac
+
+    message = f"partner-txn/{partner_id}/{partner_txn_id}".encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def safe_partner_txn_id(partner_txn_id: str | None) -> str | None:
+    """The transaction id when it may be kept and logged in clear: 1–128 characters, no Individual Number."""
+    if not isinstance(partner_txn_id, str) or not 1 <= len(partner_txn_id) <= MAX_PARTNER_TXN_ID_CHARACTERS:
+        return None
+    if identifiers.identifier_holds_individual_number(partner_txn_id):
+        return None
+    return partner_txn_id
 
 
 def reserve_account(mykey_id: str) -> str:
@@ -98,9 +136,13 @@ def parse_message(data: dict) -> ConversionMessage:
     if set(data) != expected or type(data["version"]) is not int or data["version"] != MESSAGE_VERSION:
         raise Rejected("malformed_message")
     txn = data["partner_txn_id"]
-    if not isinstance(txn, str) or not 1 <= len(txn) <= 128:
+    if not isinstance(txn, str) or not 1 <= len(txn) <= MAX_PARTNER_TXN_ID_CHARACTERS:
         raise Rejected("malformed_message")
-    for field in ("partner_txn_id", "mykey_id", "municipality_code", "campaign_code"):
+    # The transaction id is kept with the credit and shown back to the partner: an Individual Number
+    # anywhere in it is refused, not only an id that is one.
+    if identifiers.identifier_holds_individual_number(txn):
+        raise Rejected("individual_number_forbidden")
+    for field in ("mykey_id", "municipality_code", "campaign_code"):
         if identifiers.looks_like_individual_number(data[field]):
             raise Rejected("individual_number_forbidden")
     try:
@@ -109,7 +151,7 @@ def parse_message(data: dict) -> ConversionMessage:
     except errors.DomainError as error:
         raise Rejected("malformed_message") from error
     points = data["partner_points"]
-    if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= 100_000_000:
+    if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= MAX_PARTNER_POINTS:
         raise Rejected("malformed_message")
     campaign = data["campaign_code"]
     if campaign is not None and (not isinstance(campaign, str) or not 1 <= len(campaign) <= 64):
@@ -123,17 +165,24 @@ def parse_message(data: dict) -> ConversionMessage:
     return ConversionMessage(data["partner_id"], txn, mykey, code, points, campaign, occurred_at)
 
 
-def verify_signature(public_key_base64: str, body: str, signature_base64: str | None) -> None:
+def verify_signature(public_keys_base64: list[str], body: str, signature_base64: str | None) -> None:
+    """Accept a signature by any of the partner's keys: two are registered while it changes keys."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     if not signature_base64:
         raise Rejected("signature_missing", record=False)
     try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64))
-        key.verify(base64.b64decode(signature_base64, validate=True), body.encode("utf-8"))
-    except (InvalidSignature, ValueError, binascii.Error) as error:
+        signature = base64.b64decode(signature_base64, validate=True)
+    except (ValueError, binascii.Error) as error:
         raise Rejected("signature_invalid", record=False) from error
+    for public_key_base64 in public_keys_base64:
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64)).verify(signature, body.encode("utf-8"))
+            return
+        except (InvalidSignature, ValueError, binascii.Error):
+            continue
+    raise Rejected("signature_invalid", record=False)
 
 
 def convert(partner_points: int, numerator: int, denominator: int, rounding: str) -> int:
@@ -268,34 +317,81 @@ def _credited(transfer: ports.Transfer) -> dict:
     return _result(transfer.partner_txn_id, "credited", None, code, transfer.amount)
 
 
-def process_message(ledger_store, identity_store, body: str, signature: str | None, clock: Clock) -> tuple[dict, str | None]:
+FINGERPRINT_PREFIX = "partner-message:"
+
+
+def _replayed(transfer: ports.Transfer, fingerprint: str | None) -> dict:
+    """The credit's result again for the same message; a conflict for another message under its id."""
+    recorded = transfer.request_fingerprint
+    # Credits from before fingerprints were kept say only "partner-message": they replay as before.
+    if recorded.startswith(FINGERPRINT_PREFIX) and recorded != FINGERPRINT_PREFIX + (fingerprint or ""):
+        raise Rejected("partner_txn_conflict", record=False)
+    return _credited(transfer)
+
+
+def _refused_before(previous: dict, fingerprint: str | None, partner_txn_id: str | None) -> dict:
+    if previous["message_fingerprint"] is not None and previous["message_fingerprint"] != fingerprint:
+        raise Rejected("partner_txn_conflict", record=False)
+    return _result(partner_txn_id, "rejected", previous["reason"], None, 0)
+
+
+def log_fields(body: str, hash_secret: Callable[[], bytes]) -> dict:
+    """What a log line may say about a message: the partner id when it is a plain identifier, the
+    transaction id when it may be kept in clear, else its keyed hash (never an Individual Number)."""
+    _, partner_id, txn = _peek(body)
+    try:
+        plain_partner = identifiers.plain_identifier(partner_id, "partner_id") if partner_id else None
+    except errors.DomainError:
+        plain_partner = None
+    fields = {"partner_id": plain_partner, "partner_txn_id": safe_partner_txn_id(txn)}
+    if txn is not None and fields["partner_txn_id"] is None and plain_partner:
+        fields["partner_txn_key"] = partner_txn_key(hash_secret(), plain_partner, txn)
+    return fields
+
+
+def process_message(ledger_store, identity_store, body: str, signature: str | None, clock: Clock,
+                    hash_secret: Callable[[], bytes]) -> tuple[dict, str | None]:
     """Decide one partner message. Returns (the result for the partner, the partner's result queue or
-    None when no registered partner can be named). Raises only for transient failures, to be retried."""
+    None when no registered, active partner can be named). Raises only for transient failures, to be
+    retried. `hash_secret` gives the key of the keyed hash refusals are recorded under."""
     data, partner_id, txn = _peek(body)
     partner = ledger_store.get_partner(partner_id) if partner_id else None
     if partner is None or not partner.get("active", True):
         return _result(txn, "rejected", "unknown_partner", None, 0), None
     queue = partner["result_queue"]
+    fingerprint = message_fingerprint(data)
+    txn_key = None
     try:
-        verify_signature(partner["public_key"], body, signature)
-        transfer_id = conversion_transfer_id(partner_id, txn or "")
-        existing = ledger_store.get_transfer(transfer_id) if txn else None
-        if existing is not None:
-            return _credited(existing), queue
+        verify_signature(partner.get("public_keys") or [partner["public_key"]], body, signature)
         if txn:
-            previous = ledger_store.get_conversion_rejection(partner_id, txn)
+            existing = ledger_store.get_transfer(conversion_transfer_id(partner_id, txn))
+            if existing is not None:
+                return _replayed(existing, fingerprint), queue
+            txn_key = partner_txn_key(hash_secret(), partner_id, txn)
+            previous = ledger_store.get_conversion_rejection(partner_id, txn_key)
             if previous is not None:
-                return _result(txn, "rejected", previous, None, 0), queue
+                return _refused_before(previous, fingerprint, txn), queue
         message = parse_message(data)
-        return _credit(ledger_store, identity_store, partner, message, transfer_id, clock), queue
+        return _credit(ledger_store, identity_store, partner, message, fingerprint, clock), queue
     except Rejected as rejection:
-        if rejection.record and txn:
-            ledger_store.put_conversion_rejection(partner_id, txn, rejection.reason, posted_at(clock()))
+        if rejection.record and txn_key:
+            ledger_store.put_conversion_rejection(partner_id, txn_key, safe_partner_txn_id(txn), rejection.reason,
+                                                  fingerprint, posted_at(clock()))
+            # Two deliveries of different messages under one id may be refused at once: the first
+            # recorded refusal stands, and the other message is the conflict.
+            stored = ledger_store.get_conversion_rejection(partner_id, txn_key)
+            if stored is not None:
+                try:
+                    return _refused_before(stored, fingerprint, txn), queue
+                except Rejected as conflict:
+                    rejection = conflict
         return _result(txn, "rejected", rejection.reason, None, 0), queue
 
 
-def _credit(ledger_store, identity_store, partner: dict, message: ConversionMessage, transfer_id: str, clock: Clock) -> dict:
+def _credit(ledger_store, identity_store, partner: dict, message: ConversionMessage, fingerprint: str | None,
+            clock: Clock) -> dict:
     now = clock()
+    transfer_id = conversion_transfer_id(partner["partner_id"], message.partner_txn_id)
     occurred = message.occurred_at.timestamp()
     if occurred > now + 86400 or occurred < now - MAX_AGE_DAYS * 86400:
         raise Rejected("occurred_at_out_of_range")
@@ -316,16 +412,17 @@ def _credit(ledger_store, identity_store, partner: dict, message: ConversionMess
     else:
         wallet_code, credit_account = ports.RESERVE, reserve_account(message.mykey_id)
         expires_on = (today + dt.timedelta(days=RESERVE_DAYS)).isoformat()
-    # Caps count by the day the conversion happened (in Japan), so every redelivery is judged alike.
-    counters = _cap_counters(partner["partner_id"], message.mykey_id, message.occurred_at.astimezone(JST).date(),
-                             agreement, terms.points)
+    # Caps count by the Japan date of this decision, the day the statement and the partner's day listing
+    # put the credit on (docs/PARTNERS.md): a message sent late on the 31st but credited on the 1st
+    # counts in the 1st's day and month everywhere. A redelivery never reaches here once credited.
+    counters = _cap_counters(partner["partner_id"], message.mykey_id, today, agreement, terms.points)
     for _ in range(MAX_ATTEMPTS):
         wallet = ledger_store.get_wallet(message.mykey_id, wallet_code)
         new_lots = lot_rules.add(wallet.lots, expires_on, terms.points)
         transfer = ports.Transfer(
             transfer_id=transfer_id, kind=ports.CONVERSION, debit_account=partner_account(partner["partner_id"]),
             credit_account=credit_account, amount=terms.points, municipality_code=wallet_code,
-            mykey_id=message.mykey_id, posted_at=posted_at(now), request_fingerprint="partner-message",
+            mykey_id=message.mykey_id, posted_at=posted_at(now), request_fingerprint=FINGERPRINT_PREFIX + (fingerprint or ""),
             balance_after=lot_rules.total(new_lots), lots={expires_on: terms.points},
             partner_id=partner["partner_id"], partner_txn_id=message.partner_txn_id,
             partner_points=message.partner_points, campaign_code=terms.campaign_code,
@@ -334,7 +431,7 @@ def _credit(ledger_store, identity_store, partner: dict, message: ConversionMess
             ledger_store.post_transfer(transfer, ports.WalletWrite(message.mykey_id, wallet_code, wallet.version, new_lots), counters)
             return _credited(transfer)
         except ports.TransferAlreadyPosted as posted:
-            return _credited(posted.existing)
+            return _replayed(posted.existing, fingerprint)
         except ports.CounterConditionFailed as failed:
             raise Rejected("daily_cap_exceeded" if failed.counter_id.startswith("convday#") else "monthly_cap_exceeded")
         except (ports.WalletChanged, ports.WriteContention):
@@ -427,7 +524,10 @@ def move_expired_reserves(ledger_store, identity_store, clock: Clock) -> list[po
 
 
 def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
-    """Points converted per municipality in a month (Japan time) and the yen the partner owes (1 pt = 1 yen)."""
+    """Points converted per municipality in a month and the yen the partner owes (1 pt = 1 yen).
+
+    A credit belongs to the Japan month in which the platform credited it (its posted_at), the same day
+    basis as the caps and the partner's day listing, so a closed month's statement never changes."""
     label, start, end = japan_month(month)
     lines: dict[str, dict] = {}
     for posted in ledger_store.transfers_of_partner(partner_id, start, end):
@@ -441,6 +541,8 @@ def monthly_statement(ledger_store, partner_id: str, month: str) -> dict:
         "partner_id": partner_id,
         "month": label,
         "lines": ordered,
+        "total_conversions": sum(line["conversions"] for line in ordered),
+        "total_partner_points": sum(line["partner_points"] for line in ordered),
         "total_points": sum(line["points"] for line in ordered),
         "total_yen_owed": sum(line["points"] for line in ordered),
     }
@@ -452,5 +554,6 @@ def statement_csv(statement: dict) -> str:
     for line in statement["lines"]:
         code = "留保口座 reserve" if line["municipality_code"] == ports.RESERVE else line["municipality_code"]
         rows.append(f"{code},{line['conversions']},{line['partner_points']},{line['points']},{line['yen_owed']}")
-    rows.append(f"合計 total,,,{statement['total_points']},{statement['total_yen_owed']}")
+    rows.append(f"合計 total,{statement['total_conversions']},{statement['total_partner_points']},"
+                f"{statement['total_points']},{statement['total_yen_owed']}")
     return "\ufeff" + "\r\n".join(rows) + "\r\n"

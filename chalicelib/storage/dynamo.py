@@ -337,24 +337,31 @@ class DynamoLedgerStore:
             return None
         return {
             "partner_id": item.partner_id, "name": item.name, "public_key": item.public_key,
+            "public_keys": list(item.public_keys or [item.public_key]),
             "result_queue": item.result_queue, "agreement": _plain(item.agreement), "active": bool(item.active),
         }
 
     def put_partner(self, partner: dict) -> None:
+        public_keys = list(partner.get("public_keys") or [partner["public_key"]])
         PartnerModel(
-            partner["partner_id"], name=partner["name"], public_key=partner["public_key"],
+            partner["partner_id"], name=partner["name"], public_key=public_keys[0], public_keys=public_keys,
             result_queue=partner["result_queue"], agreement=partner["agreement"], active=partner.get("active", True),
         ).save()
 
-    def get_conversion_rejection(self, partner_id: str, partner_txn_id: str) -> str | None:
-        item = self._get(ConversionRejectionModel, f"{partner_id}#{partner_txn_id}", consistent_read=True)
-        return item.reason if item else None
+    def get_conversion_rejection(self, partner_id: str, partner_txn_key: str) -> dict | None:
+        item = self._get(ConversionRejectionModel, f"{partner_id}#{partner_txn_key}", consistent_read=True)
+        if item is None:
+            return None
+        return {"partner_txn_id": item.partner_txn_id, "reason": item.reason,
+                "message_fingerprint": item.message_fingerprint, "rejected_at": item.rejected_at}
 
-    def put_conversion_rejection(self, partner_id: str, partner_txn_id: str, reason: str, rejected_at: str) -> None:
+    def put_conversion_rejection(self, partner_id: str, partner_txn_key: str, partner_txn_id: str | None, reason: str,
+                                 message_fingerprint: str | None, rejected_at: str) -> None:
         try:
-            ConversionRejectionModel(f"{partner_id}#{partner_txn_id}", reason=reason, rejected_at=rejected_at).save(
-                condition=ConversionRejectionModel.conversion_key.does_not_exist()
-            )
+            ConversionRejectionModel(
+                f"{partner_id}#{partner_txn_key}", partner_id=partner_id, partner_txn_id=partner_txn_id, reason=reason,
+                message_fingerprint=message_fingerprint, rejected_at=rejected_at,
+            ).save(condition=ConversionRejectionModel.conversion_key.does_not_exist())
         except PutError as error:
             # A concurrent delivery recorded its refusal first; the first recorded reason stands.
             if error.cause_response_code != "ConditionalCheckFailedException":
@@ -367,6 +374,25 @@ class DynamoLedgerStore:
             for item in TransferModel.by_partner.query(partner_id, TransferModel.posted_at.between(start, end))
             if item.kind == ports.CONVERSION
         ]
+
+    def conversion_page(self, partner_id: str, start: str, end: str, cursor: str | None,
+                        limit: int = 500) -> tuple[list[dict], str | None]:
+        """One page of a partner's decisions in [start, end]: its credits first, then its refusals."""
+        phase, start_key = _read_cursor(cursor, partner_id)
+        if phase == "credited":
+            result = TransferModel.by_partner.query(
+                partner_id, TransferModel.posted_at.between(start, end), limit=limit, last_evaluated_key=start_key)
+            page = [_credited_line(item) for item in result if item.kind == ports.CONVERSION]
+            if result.last_evaluated_key:
+                return page, _write_cursor("credited", result.last_evaluated_key)
+            # The credits are done: the same page goes on with the refusals, as the cursor would.
+            phase, start_key, limit = "rejected", None, max(limit - len(page), 1)
+        else:
+            page = []
+        result = ConversionRejectionModel.by_partner.query(
+            partner_id, ConversionRejectionModel.rejected_at.between(start, end), limit=limit, last_evaluated_key=start_key)
+        page += [_rejected_line(item) for item in result]
+        return page, (_write_cursor("rejected", result.last_evaluated_key) if result.last_evaluated_key else None)
 
     # -- transfer-outs: operators, programmes, holds -----------------------------------------------
 
@@ -647,3 +673,51 @@ class DynamoLedgerStore:
         if any(code in _TRANSIENT_REASONS for code in codes):
             raise ports.WriteContention(",".join(str(code) for code in codes)) from error
         raise error
+
+
+# -- partner reconciliation pages ----------------------------------------------------------------------
+
+
+def _credited_line(item) -> dict:
+    code = None if item.municipality_code == ports.RESERVE else item.municipality_code
+    return {"partner_txn_id": item.partner_txn_id, "status": "credited", "reason": None, "municipality_code": code,
+            "points": int(item.amount), "partner_points": int(item.partner_points or 0),
+            "campaign_code": item.campaign_code, "decided_at": item.posted_at}
+
+
+def _rejected_line(item) -> dict:
+    return {"partner_txn_id": item.partner_txn_id, "status": "rejected", "reason": item.reason, "municipality_code": None,
+            "points": 0, "partner_points": None, "campaign_code": None, "decided_at": item.rejected_at}
+
+
+def _write_cursor(phase: str, last_evaluated_key: dict) -> str:
+    import base64
+    import json
+
+    text = json.dumps({"phase": phase, "key": last_evaluated_key}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _read_cursor(cursor: str | None, partner_id: str) -> tuple[str, dict | None]:
+    """The cursor a previous page gave, checked: it comes back from outside and must name this partner's
+    own index partition (DynamoDB would refuse another's start key, but with an error, not an answer)."""
+    import base64
+    import binascii
+    import json
+
+    from chalicelib import errors
+
+    if cursor is None:
+        return "credited", None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        phase, key = data["phase"], data["key"]
+        valid = (phase in ("credited", "rejected") and isinstance(key, dict)
+                 and key.get("partner_id") == {"S": partner_id}
+                 and all(isinstance(value, dict) and set(value) == {"S"} and isinstance(value["S"], str)
+                         for value in key.values()))
+    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise errors.ValidationFailed("cursor が正しくありません。前のページの cursor をそのまま指定してください。", field="cursor")
+    return phase, key

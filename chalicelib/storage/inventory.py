@@ -224,7 +224,8 @@ TABLES: dict[str, dict] = {
         "attributes": {
             "partner_id": "The partner's id.",
             "name": "The company's name (an organisation).",
-            "public_key": "Ed25519 public key that signs its messages (public data).",
+            "public_key": "Ed25519 public key that signs its messages (public data); the first of public_keys.",
+            "public_keys": "One or, during a key change, two Ed25519 public keys, either of which verifies (public data).",
             "result_queue": "Where its results go.",
             "agreement": "Municipalities, rates, rounding, campaigns and caps.",
             "active": "Inactive partners' messages are refused.",
@@ -233,9 +234,14 @@ TABLES: dict[str, dict] = {
     "conversion_rejections": {
         "why": "A partner message refused after its signature checked out, so every redelivery gets the same answer.",
         "attributes": {
-            "conversion_key": "partner id and the partner's transaction id.",
+            "conversion_key": "partner id and an HMAC of the partner's transaction id under the card-hash secret: "
+                              "a refused id may be an Individual Number, so the id itself is never a key.",
+            "partner_id": "The partner (for its day listing, index by_partner).",
+            "partner_txn_id": "The partner's transaction id, only when it passed validation (no Individual Number); "
+                              "else absent.",
             "reason": "The reason reported to the partner.",
-            "rejected_at": "When.",
+            "message_fingerprint": "SHA-256 of the message's canonical JSON: the same id with another message is a conflict.",
+            "rejected_at": "When (UTC); the Japan date of it is the day the partner's listing shows it on.",
         },
     },
     "operators": {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     BooleanAttribute,
+    ListAttribute,
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -334,23 +335,43 @@ class PartnerModel(Model):
 
     partner_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
-    public_key = UnicodeAttribute()
+    public_key = UnicodeAttribute()  # the first of public_keys, for records written before rotation existed
+    # One key, or two while the partner changes keys: a message or request signed by either verifies.
+    public_keys = ListAttribute(of=UnicodeAttribute, null=True)
     result_queue = UnicodeAttribute()
     agreement = MapAttribute(default=dict)
     active = BooleanAttribute(default=True)
 
 
+class RejectionsByPartnerIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_partner"
+        projection = AllProjection()
+
+    partner_id = UnicodeAttribute(hash_key=True)
+    rejected_at = UnicodeAttribute(range_key=True)
+
+
 class ConversionRejectionModel(Model):
-    """A partner message refused for good, so that every redelivery gets the same answer."""
+    """A partner message refused for good, so that every redelivery gets the same answer.
+
+    Keyed by a keyed hash of the transaction id (`conversions.partner_txn_key`), never the id itself: a
+    refused id may be an Individual Number. The clear id is kept only when it passed validation.
+    """
 
     class Meta:
         base_name = "conversion_rejections"
         table_name = "conversion_rejections"
         billing_mode = "pay_per_request"
 
-    conversion_key = UnicodeAttribute(hash_key=True)  # partner_id#partner_txn_id
+    conversion_key = UnicodeAttribute(hash_key=True)  # partner_id#HMAC-SHA256(partner_id, partner_txn_id)
+    partner_id = UnicodeAttribute(null=True)
+    partner_txn_id = UnicodeAttribute(null=True)  # only when it passed validation
     reason = UnicodeAttribute()
+    # SHA-256 of the message's canonical JSON: the same id with another body is a conflict, not a replay.
+    message_fingerprint = UnicodeAttribute(null=True)
     rejected_at = UnicodeAttribute()
+    by_partner = RejectionsByPartnerIndex()
 
 
 class OperatorModel(Model):

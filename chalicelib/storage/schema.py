@@ -86,6 +86,31 @@ def enable_streams(client, table_prefix: str) -> list[str]:
     return changed
 
 
+def create_missing_indexes(client, table_prefix: str) -> list[str]:
+    """Add the global secondary indexes the models gained since a kept local database was created (one
+    per table per call, as DynamoDB allows); returns "table.index" for each one started. CloudFormation
+    does the same in AWS when the platform template gains an index."""
+    started = []
+    for definition in table_definitions(table_prefix):
+        wanted = definition.get("GlobalSecondaryIndexes") or []
+        table = client.describe_table(TableName=definition["TableName"])["Table"]
+        present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+        missing = [index for index in wanted if index["IndexName"] not in present]
+        if not missing:
+            continue
+        index = missing[0]
+        key_names = {element["AttributeName"] for element in index["KeySchema"]}
+        client.update_table(
+            TableName=definition["TableName"],
+            AttributeDefinitions=[attribute for attribute in definition["AttributeDefinitions"]
+                                  if attribute["AttributeName"] in key_names],
+            GlobalSecondaryIndexUpdates=[{"Create": {key: value for key, value in index.items()
+                                                     if key in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")}}],
+        )
+        started.append(f"{definition['TableName']}.{index['IndexName']}")
+    return started
+
+
 def delete_tables(client, table_prefix: str) -> None:
     for definition in table_definitions(table_prefix):
         try:

@@ -6,6 +6,7 @@ talking HTTP to `chalice local`, and the demo staff tool.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import socket
@@ -60,9 +61,10 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
 
         # A partner's signed conversion through the SQS endpoint, consumed by make run's poller.
         mykey_id = re.search(r"マイキーID ([A-Z2-9]{8})", cloud.output).group(1)
+        partner_file = str(cloud.data_dir / "demo" / "partner-demo-airline.json")
         converted = subprocess.run(
-            [sys.executable, "examples/send_conversion.py", "--partner-file", str(cloud.data_dir / "demo" / "partner-demo-airline.json"),
-             "--mykey-id", mykey_id, "--partner-points", "1000", "--municipality", "252034"],
+            [sys.executable, "examples/send_conversion.py", "--partner-file", partner_file,
+             "--mykey-id", mykey_id, "--partner-points", "1000", "--municipality", "252034", "--txn-id", "e2e-conversion-1"],
             cwd=REPOSITORY_ROOT, capture_output=True, text=True, timeout=60,
             env={**os.environ, "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{cloud.ports['sqs']}",
                  "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "ap-northeast-1"},
@@ -70,6 +72,17 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
         assert converted.returncode == 0, converted.stderr
         assert '"status": "credited"' in converted.stdout and '"points": 500' in converted.stdout
         assert _balance(cloud.terminal("balance")) == 5_500
+
+        # The partner reconciles the day over the signed read API, from its own record of what it sent.
+        sent = tmp_path / "sent.jsonl"
+        sent.write_text('{"partner_txn_id": "e2e-conversion-1", "partner_points": 1000}\n', encoding="utf-8")
+        japan_today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=9))).date().isoformat()
+        reconciled = subprocess.run(
+            [sys.executable, "examples/reconcile_day.py", "--partner-file", partner_file, "--base-url", cloud.base_url,
+             "--date", japan_today, "--sent", str(sent)],
+            cwd=REPOSITORY_ROOT, capture_output=True, text=True, timeout=60)
+        assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+        assert "一致 / matched: 1\n  e2e-conversion-1: 1,000 → 500 pt (252034," in reconciled.stdout
 
         _onboard_a_second_municipality(cloud, tmp_path)
     finally:

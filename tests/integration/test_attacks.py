@@ -2,13 +2,15 @@
 
 Each attack must be refused with its documented code and write nothing: every table is compared item by
 item before and after (`table_snapshot`). The only writes a refusal may leave are the request's nonce,
-spent once a terminal's or operator's signature checks out (so the same signed request can never be
-replayed), a staff or resident session's last-activity time, and — for a partner message refused after
-its signature verified — the recorded refusal that answers its redeliveries the same way.
+spent once a terminal's, operator's or partner's signature checks out (so the same signed request can
+never be replayed), a staff or resident session's last-activity time, and — for a partner message
+refused after its signature verified — the recorded refusal that answers its redeliveries the same way.
 
 Kinds: terminal request signatures (forged, missing, replayed nonce, expired or future timestamp, made
-for another path, method or body, another terminal's key); a merchant paying in a municipality it does
-not accept; staff of one municipality on another's data (a few routes here: every route is swept by
+for another path, method or body, another terminal's key); partner request signatures (the same, plus
+another partner's key, a signature made for another scheme, an inactive partner) and a partner reading
+another partner's conversions; a merchant paying in a municipality it does not accept; staff of one
+municipality on another's data (a few routes here: every route is swept by
 tests/integration/test_tenant_isolation.py); revoked, suspended and superseded cards; card signatures
 forged, made for another amount, transfer, terminal or card, or too old; PIN lockout in the terminal
 client with the virtual JPKI card; partners without agreement or signing with another partner's key; an
@@ -29,6 +31,7 @@ import pytest
 
 from reliability import attacks, fuzz
 from tests.integration.test_fuzz_http import GOOD_ACCOUNT, Context, send
+from tests.world import HASH_SECRET
 
 pytestmark = pytest.mark.integration
 INDIVIDUAL_NUMBER = "123456789018"  # 12 digits with a valid My Number check digit (docs/CONTRACTS.md#individual-number)
@@ -394,7 +397,7 @@ class PartnerSetup:
                                                                     serialization.PublicFormat.Raw)).decode()
             partner_id = f"atk{name.replace('_', '')}{uuid.uuid4().hex[:6]}"
             response = http.staff(operator, "PUT", f"/v1/platform/partners/{partner_id}", {
-                "name": "攻撃テスト", "public_key": public, "result_queue": f"{partner_id}-results",
+                "name": "攻撃テスト", "public_key": public, "result_queue": f"points-partner-results-{partner_id}",
                 "agreement": {"municipalities": municipalities, "rate_numerator": 1, "rate_denominator": 1,
                               "daily_cap_per_resident": 100_000, "monthly_cap_per_resident": 500_000}})
             assert response.status_code == 200, response.body
@@ -403,7 +406,8 @@ class PartnerSetup:
         self.store, self.identity = dependencies.get_ledger_store(), dependencies.get_identity_store()
 
     def message(self, partner: str, municipality_code: str) -> str:
-        return json.dumps({"version": 1, "partner_id": self.ids[partner], "partner_txn_id": uuid.uuid4().hex,
+        # A UUID with its hyphens: 32 bare hex digits hold an Individual Number (refused) once in about 800.
+        return json.dumps({"version": 1, "partner_id": self.ids[partner], "partner_txn_id": f"atk-{uuid.uuid4()}",
                            "mykey_id": self.mykey, "municipality_code": municipality_code, "partner_points": 1000,
                            "campaign_code": None, "occurred_at": dt.datetime.now(JST).isoformat()})
 
@@ -411,7 +415,7 @@ class PartnerSetup:
         from chalicelib.services import conversions
 
         signature = base64.b64encode(key.sign(body.encode())).decode()
-        return conversions.process_message(self.store, self.identity, body, signature, time.time)[0]
+        return conversions.process_message(self.store, self.identity, body, signature, time.time, lambda: HASH_SECRET)[0]
 
 
 def test_partner_attacks__no_agreement_or_another_partners_key__rejected_and_nothing_credited(http, table_snapshot,
@@ -438,6 +442,126 @@ def test_partner_attacks__no_agreement_or_another_partners_key__rejected_and_not
         assert world.store.get_wallet(setup.mykey, code).balance == 0
     # Control: the agreed partner with its own key is credited.
     assert setup.deliver(setup.message("home_only", world.home_code), setup.keys["home_only"])["status"] == "credited"
+
+
+INQUIRIES = "/v1/partner/conversion-inquiries"
+
+
+def _partner_headers(signer, method: str, path: str, body: bytes, *, key=None, partner_id=None, sign_method=None,
+                     sign_path=None, sign_body=None, timestamp=None, nonce=None, prefix="POINTS-PARTNER-V1",
+                     signature=None) -> dict:
+    """A partner's signature headers (docs/CONTRACTS.md#partner-signature), with any part of them made wrong."""
+    from chalicelib.auth.terminals import request_message
+
+    own_id, own_key = signer
+    timestamp, nonce = str(int(time.time()) if timestamp is None else timestamp), nonce or secrets.token_hex(16)
+    made = (key or own_key).sign(request_message(sign_method or method, sign_path or path, timestamp, nonce,
+                                                 body if sign_body is None else sign_body, prefix))
+    return {"X-Partner-Id": partner_id or own_id, "X-Timestamp": timestamp, "X-Nonce": nonce,
+            "X-Signature": base64.b64encode(made).decode() if signature is None else signature,
+            "Content-Type": "application/json"}
+
+
+def _partner_signature_attacks(signer, other, month_path: str, body: bytes):
+    """Each attack on the inquiry route: (headers options, the body sent), made when the request is sent."""
+    now = lambda: int(time.time())  # noqa: E731
+    return {
+        "forged signature": lambda: dict(signature=base64.b64encode(secrets.token_bytes(64)).decode()),
+        "missing signature": lambda: dict(signature=""),
+        "expired timestamp (more than 300 s old)": lambda: dict(timestamp=now() - 302),
+        "expired timestamp (one hour old)": lambda: dict(timestamp=now() - 3600),
+        "timestamp more than 300 s ahead": lambda: dict(timestamp=now() + 302),
+        "signed for another path (the statement)": lambda: dict(sign_path=month_path),
+        "stage-prefixed path signed": lambda: dict(sign_path="/api" + INQUIRIES),
+        "signed for another method (GET)": lambda: dict(sign_method="GET"),
+        "signed for another body": lambda: dict(sign_body=json.dumps({"partner_txn_ids": ["other"]}).encode()),
+        "signed for an empty body": lambda: dict(sign_body=b""),
+        "signed as a point-management company (POINTS-OPERATOR-V1)": lambda: dict(prefix="POINTS-OPERATOR-V1"),
+        "signed as a terminal (POINTS-TERMINAL-V1)": lambda: dict(prefix="POINTS-TERMINAL-V1"),
+        "cross-partner: B's key with A's id": lambda: dict(key=other[1]),
+        "unknown partner id": lambda: dict(partner_id="p-nobody"),
+        "partner id over 64 characters": lambda: dict(partner_id="p" * 65),
+        "malformed nonce": lambda: dict(nonce="zz" * 16),
+    }
+
+
+def test_partner_signature_attacks__refused_and_nothing_written(http, table_snapshot, attack_log):
+    context = Context(http, OPERATIONS["inquireConversions"])
+    signer, other = context.partner, context.register_partner()
+    decisions = context.partner_decisions  # this partner's credits and refusals of today, that an attack would read
+    body = json.dumps({"partner_txn_ids": decisions["txns"]}).encode()
+    month_path = f"/v1/partner/statements/{decisions['day'][:7]}"
+    for attack, options in _partner_signature_attacks(signer, other, month_path, body).items():
+        refused(attack_log, table_snapshot, "partner_signature", attack,
+                lambda: http.client.http.post(INQUIRIES, headers=_partner_headers(signer, "POST", INQUIRIES, body, **options()),
+                                              body=body), 401, "partner_authentication_failed")
+    refused(attack_log, table_snapshot, "partner_signature", "statement: B's key with A's id",
+            lambda: http.client.http.get(month_path, headers=_partner_headers(signer, "GET", month_path, b"", key=other[1])),
+            401, "partner_authentication_failed")
+    # Control: the same request, signed as it should be, is answered.
+    answered = http.client.http.post(INQUIRIES, headers=_partner_headers(signer, "POST", INQUIRIES, body), body=body)
+    assert answered.status_code == 200, answered.body
+
+
+def test_partner_signature_attack__replayed_request_and_nonce(http, table_snapshot, attack_log):
+    context = Context(http, OPERATIONS["inquireConversions"])
+    signer = context.partner
+    body = json.dumps({"date": context.partner_decisions["day"], "cursor": None}).encode()
+    headers = _partner_headers(signer, "POST", INQUIRIES, body)
+    assert http.client.http.post(INQUIRIES, headers=headers, body=body).status_code == 200
+    refused(attack_log, table_snapshot, "partner_signature", "replayed request (same headers and body)",
+            lambda: http.client.http.post(INQUIRIES, headers=headers, body=body), 401, "partner_authentication_failed")
+    other_body = json.dumps({"partner_txn_ids": context.partner_decisions["txns"]}).encode()
+    for name, nonce in (("reused nonce on a new signed inquiry", headers["X-Nonce"]),
+                        ("reused nonce in upper case", headers["X-Nonce"].upper())):
+        refused(attack_log, table_snapshot, "partner_signature", name,
+                lambda: http.client.http.post(INQUIRIES, headers=_partner_headers(signer, "POST", INQUIRIES, other_body,
+                                                                                  nonce=nonce), body=other_body),
+                401, "partner_authentication_failed")
+    month_path = f"/v1/partner/statements/{context.partner_decisions['day'][:7]}"
+    statement = _partner_headers(signer, "GET", month_path, b"")
+    assert http.client.http.get(month_path, headers=statement).status_code == 200
+    refused(attack_log, table_snapshot, "partner_signature", "statement: replayed request",
+            lambda: http.client.http.get(month_path, headers=statement), 401, "partner_authentication_failed")
+
+
+def test_partner_signature_attack__inactive_partner(http, table_snapshot, attack_log):
+    context = Context(http, OPERATIONS["inquireConversions"])
+    partner_id, _ = signer = context.partner
+    day = context.partner_decisions["day"]
+    stored = dict(http.world.store.get_partner(partner_id), active=False)
+    http.world.store.put_partner(stored)
+    body = json.dumps({"date": day, "cursor": None}).encode()
+    refused(attack_log, table_snapshot, "partner_signature", "inactive partner's key: inquiry",
+            lambda: http.client.http.post(INQUIRIES, headers=_partner_headers(signer, "POST", INQUIRIES, body), body=body),
+            401, "partner_authentication_failed")
+    month_path = f"/v1/partner/statements/{day[:7]}"
+    refused(attack_log, table_snapshot, "partner_signature", "inactive partner's key: statement",
+            lambda: http.client.http.get(month_path, headers=_partner_headers(signer, "GET", month_path, b"")),
+            401, "partner_authentication_failed")
+
+
+def test_partner_reads_another_partners_conversions__unknown_or_refused_and_only_the_nonce_written(
+        http, table_snapshot, attack_log):
+    """Partner B, signing as itself, asks for A's transactions and pages A's day with A's cursor."""
+    context = Context(http, OPERATIONS["inquireConversions"])
+    decisions = context.partner_decisions  # partner A's
+    intruder = context.register_partner()
+    body = json.dumps({"partner_txn_ids": decisions["txns"]}).encode()
+    before = table_snapshot()
+    response = http.client.http.post(INQUIRIES, headers=_partner_headers(intruder, "POST", INQUIRIES, body), body=body)
+    changes = attacks.writes(before, table_snapshot(), TERMINAL)
+    statuses = [line["status"] for line in response.json_body["conversions"]] if response.status_code == 200 else []
+    accepted = response.status_code != 200 or set(statuses) != {"unknown"} or bool(changes)
+    attack_log.record("partner_isolation", "partner B asks for A's transaction ids", accepted,
+                      f"{response.status_code} {statuses} {changes}")
+    assert response.status_code == 200, response.body
+    assert response.json_body["partner_id"] == intruder[0] and statuses == ["unknown"] * len(decisions["txns"])
+    assert changes == [], changes
+    cursor_body = json.dumps({"date": decisions["day"], "cursor": decisions["cursor"]}).encode()
+    refused(attack_log, table_snapshot, "partner_isolation", "partner B pages A's day with A's cursor",
+            lambda: http.client.http.post(INQUIRIES, headers=_partner_headers(intruder, "POST", INQUIRIES, cursor_body),
+                                          body=cursor_body), 400, "validation_failed", TERMINAL)
 
 
 # -- the Individual Number, in every identifier and free-text field ------------------------------------------
@@ -502,7 +626,7 @@ def _valid_bodies(context: Context) -> dict:
         "importRenewalFeed": lambda: ({}, {"content": "old_serial_number,new_serial_number\n1f,20\n",
                                            "new_issuer_sha256": None}),
         "putPartner": lambda: ({"partner_id": f"p-{fresh()}"}, {
-            "name": "航空会社", "public_key": public_key, "result_queue": "partner-results",
+            "name": "航空会社", "public_key": public_key, "result_queue": "points-partner-results",
             "agreement": {"municipalities": [world.home_code], "rate_numerator": 1, "rate_denominator": 1,
                           "rounding": "floor", "daily_cap_per_resident": 10, "monthly_cap_per_resident": 100,
                           "campaigns": [{"campaign_code": "winter", "rate_numerator": 2, "rate_denominator": 1,
@@ -510,6 +634,8 @@ def _valid_bodies(context: Context) -> dict:
                                          "target_municipality_code": world.home_code}]}}),
         "putOperator": lambda: ({"operator_id": f"o-{fresh()}"}, {"name": "ポイント管理会社", "public_key": public_key,
                                                                   "request_queue": "operator-requests"}),
+        # by day; by transaction ids in FIELD_BODIES
+        "inquireConversions": lambda: ({}, {"date": "2026-12-01", "cursor": None}),
     }
 
 
@@ -548,13 +674,14 @@ def _put(body, path: tuple, value):
 
 def _credentials(operation):
     return {"terminal": ("terminal", "facility" if "FacilityLink" in operation.operation_id else "shop", None),
-            "operator": ("operator", None), "staff": ("staff", "right"), "resident": ("resident", "right"),
-            "optional_staff": ("public", "none")}.get(operation.security, ("public", "none"))
+            "operator": ("operator", None), "partner": ("partner", None), "staff": ("staff", "right"),
+            "resident": ("resident", "right"), "optional_staff": ("public", "none")}.get(operation.security, ("public", "none"))
 
 
 def _allowance(operation) -> dict:
-    return {"terminal": TERMINAL, "operator": TERMINAL, "staff": STAFF, "resident": {"resident_sessions": "touch"}}.get(
-        operation.security, {})
+    # A signed request spends its nonce once the signature checks out, reads included (a partner's).
+    return {"terminal": TERMINAL, "operator": TERMINAL, "partner": TERMINAL, "staff": STAFF,
+            "resident": {"resident_sessions": "touch"}}.get(operation.security, {})
 
 
 BODY_OPERATIONS = [operation for operation in fuzz.operations() if operation.body_schema is not None]
@@ -565,6 +692,17 @@ OTHER_REFUSALS = {
     "new_issuer_sha256": ("feed_invalid", "a CA fingerprint, looked up in the trust store"),
     ("confirmHold", "destination_account"): ("confirmation_mismatch", "compared with the hold's account, never stored"),
 }
+# The valid example for a field that excludes the example's own (an inquiry is by `date` or by `partner_txn_ids`,
+# never both): with it, the field under attack is the only thing wrong with the request.
+FIELD_BODIES = {("inquireConversions", "partner_txn_ids"): {"partner_txn_ids": ["fz-0001", "fz-0002"]}}
+
+
+def _valid_example(valid: dict, operation, field_path: tuple = ()) -> tuple[dict, dict | None]:
+    """(path values, body) of a valid request, for an attack on `field_path` of the body (or on none)."""
+    if operation.body_schema is None:
+        return {}, None
+    path_values, body = valid[operation.operation_id]()
+    return path_values, FIELD_BODIES.get((operation.operation_id, field_path[0] if field_path else None), body)
 # Operations that accept and store an Individual Number: the defects, kept failing (strict xfail) for their
 # owner. Empty since e4e3086, which checks every field of every JSON body; before it, this suite found
 # putOperator.name, putPartner.name and .result_queue, putTransferProgramme.name and .account_pattern,
@@ -630,17 +768,17 @@ def test_individual_number__in_every_string_field_and_path_parameter__refused_an
             for field_path in _string_fields(operation.body_schema):
                 if field_path[-1] in NOT_TEXT_FIELDS:
                     continue
-                path_values, body = valid[operation.operation_id]()
+                path_values, body = _valid_example(valid, operation, field_path)
                 attempts.append((f"{operation.operation_id}: {'.'.join(field_path)}{form}",
                                  request(path_values, _put(body, field_path, number)),
                                  _expected_refusal(operation, field_path)))
         # Path parameters and query values are refused before anything else, authentication included: no alternative.
         for parameter, _ in operation.path_parameters:
-            path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
+            path_values, body = _valid_example(valid, operation)
             attempts.append((f"{operation.operation_id}: path {{{parameter}}}{form}",
                              request(dict(path_values, **{parameter: number}), body), None))
         for parameter, _ in operation.query_parameters:
-            path_values, body = valid[operation.operation_id]() if operation.body_schema is not None else ({}, None)
+            path_values, body = _valid_example(valid, operation)
             attempts.append((f"{operation.operation_id}: query {parameter}{form}",
                              request(path_values, body, f"{parameter}={number}"), None))
     _attempt_individual_numbers(attack_log, table_snapshot, context, operation, attempts)
@@ -686,7 +824,7 @@ def test_individual_number__written_inside_every_free_text_field__refused_and_no
     attempts = []
     for field_path in _free_text_paths(operation):
         for form, text in IN_TEXT_FORMS.items():
-            path_values, body = valid[operation.operation_id]()
+            path_values, body = _valid_example(valid, operation, field_path)
             path = operation.path
             for name, _ in operation.path_parameters:
                 path = path.replace("{" + name + "}", path_values[name])
@@ -699,7 +837,7 @@ def test_individual_number__written_inside_every_free_text_field__refused_and_no
 
 def _warm_up(context, operation) -> None:
     {"staff": context.right_staff_token, "resident": lambda: context.resident_token,
-     "operator": lambda: context.operator}.get(operation.security, lambda: None)()
+     "operator": lambda: context.operator, "partner": lambda: context.partner}.get(operation.security, lambda: None)()
 
 
 def _attempt_individual_numbers(log, snapshot, context, operation, attempts):

@@ -49,7 +49,7 @@ class Partner:
             _empty(sqs, url)
         self.partner_id = f"p{uuid.uuid4().hex[:10]}"
         self.key = Ed25519PrivateKey.generate()
-        self.result_queue = f"{self.partner_id}-results"
+        self.result_queue = f"points-partner-results-{self.partner_id}"
         self.result_url = sqs.create_queue(QueueName=self.result_queue)["QueueUrl"]
         public = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.agreement = agreement or {
@@ -219,7 +219,7 @@ def test_caps__hold_under_concurrent_deliveries(http, sqs_client, conversion_que
 
     def deliver(item):
         return conversions.process_message(dependencies.get_ledger_store(), dependencies.get_identity_store(), item[0],
-                                           item[1], time.time)[0]
+                                           item[1], time.time, dependencies.get_hash_secret())[0]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(deliver, bodies))
@@ -307,10 +307,11 @@ def test_statement__points_per_municipality_and_yen_owed_json_and_csv(partner):
         {"municipality_code": "reserve", "conversions": 1, "partner_points": 500, "points": 250, "yen_owed": 250},
     ]
     assert statement["total_yen_owed"] == 2250
+    assert (statement["total_conversions"], statement["total_partner_points"]) == (3, 4500)
     csv_response = partner.http.staff(operator, "GET", path + "?format=csv")
     text = csv_response.body.decode("utf-8")
     assert text.startswith("\ufeff自治体コード") and f"{world.home_code},2,4000,2000,2000\r\n" in text
-    assert "合計 total,,,2250,2250" in text
+    assert "合計 total,3,4500,2250,2250" in text
 
 
 def test_chalice_test_client__sqs_handler_with_distinct_message_ids(partner):
@@ -361,7 +362,7 @@ def test_partner_onboarding__bad_agreement__is_refused_with_its_field(http, agre
     agreement = {"municipalities": ["*"], "rate_numerator": 1, "rate_denominator": 2, "daily_cap_per_resident": 10,
                  "monthly_cap_per_resident": 100, **agreement_change}
     response = http.staff(operator, "PUT", "/v1/platform/partners/p-bad", {
-        "name": "x", "public_key": base64.b64encode(bytes(32)).decode(), "result_queue": "q", "agreement": agreement})
+        "name": "x", "public_key": base64.b64encode(bytes(32)).decode(), "result_queue": "points-q", "agreement": agreement})
     assert response.status_code == 400 and response.json_body["error"]["field"] == field
 
 

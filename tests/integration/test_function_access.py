@@ -11,8 +11,9 @@ Local while `tests/dynamodb_calls.py` records every DynamoDB call it makes, redu
   to take away);
 - the API function runs a broad set of the existing end-to-end scenarios (payments, refunds, balance
   inquiries, grants with approvals and bulk CSV uploads, staff sessions, reports, registration and
-  identity, the residents' portal, transfer-outs, partners and operators, administration); every call
-  must be declared. The functions those scenarios invoke (`lambda_.invoke`) are checked the same way.
+  identity, the residents' portal, transfer-outs, partners and operators, administration), and a
+  partner's signed reads of its own conversions and statement; every call must be declared. The
+  functions those scenarios invoke (`lambda_.invoke`) are checked the same way.
 """
 from __future__ import annotations
 
@@ -342,6 +343,61 @@ def test_api_scenario__every_dynamodb_call_is_declared(module_name, scenario_nam
     scenario = getattr(importlib.import_module(f"tests.integration.{module_name}"), scenario_name)
     scenario(**{name: request.getfixturevalue(name) for name in inspect.signature(scenario).parameters})
     assert recorder.of("api_handler"), "the scenario made no request"
+    assert undeclared(recorder.calls) == [], "declare these in tools/function_access.py (or stop making them)"
+
+
+def test_api_partner_reads__day_inquiry_by_id_inquiry_and_statement__use_the_declared_grants(partner, recorder):
+    """A partner's signed reads (docs/CONTRACTS.md#partner-reconciliation): its day, with a credit and refusals
+    on it, its transactions by id, and its statement. They are the API function's only use of its grants on
+    `conversion_rejections` (GetItem, Query by_partner) and of GetItem on `partners`."""
+    from chalicelib.api import dependencies
+    from chalicelib.auth.terminals import request_message
+    from chalicelib.domain.time import japan_date
+    from chalicelib.services import conversions
+
+    world = partner.http.world
+    mykey = world.add_card()
+    now = time.time()
+
+    def decide(message: dict) -> dict:
+        """The consumer's decision, made by the harness: only the partner's HTTP reads are recorded here."""
+        body = json.dumps(message, ensure_ascii=False)
+        signature = base64.b64encode(partner.key.sign(body.encode())).decode()
+        return conversions.process_message(dependencies.get_ledger_store(), dependencies.get_identity_store(), body,
+                                           signature, lambda: now, dependencies.get_hash_secret())[0]
+
+    # Hyphenated UUIDs: 32 bare hex digits hold an Individual Number once in about 800, and would be refused.
+    credit = partner.message(mykey, 1000, municipality_code=world.home_code, txn=f"fa-{uuid.uuid4()}")
+    refusal = partner.message("ZZZZ2345", 500, txn=f"fa-{uuid.uuid4()}")  # a MyKey ID nobody registered: refused, kept
+    invalid = partner.message(mykey, 500, txn="order-1234-5678-9018")  # kept without its transaction id
+    assert [decide(message)["status"] for message in (credit, refusal, invalid)] == ["credited", "rejected", "rejected"]
+
+    def signed(method: str, path: str, body: dict | None = None):
+        raw = b"" if body is None else json.dumps(body).encode()
+        timestamp, nonce = str(int(time.time())), uuid.uuid4().hex
+        signature = partner.key.sign(request_message(method, path.split("?")[0], timestamp, nonce, raw, "POINTS-PARTNER-V1"))
+        headers = {"X-Partner-Id": partner.partner_id, "X-Timestamp": timestamp, "X-Nonce": nonce,
+                   "X-Signature": base64.b64encode(signature).decode(), "Content-Type": "application/json"}
+        response = partner.http.client.http.request(method, path, headers=headers, body=raw)
+        assert response.status_code == 200, response.body
+        return response
+
+    day = japan_date(now).isoformat()
+    by_day = signed("POST", "/v1/partner/conversion-inquiries", {"date": day, "cursor": None}).json_body["conversions"]
+    # credits first; the two refusals were decided at the same moment, in either order
+    assert [(line["partner_txn_id"], line["status"]) for line in by_day[:1]] == [(credit["partner_txn_id"], "credited")]
+    assert sorted(str(line["partner_txn_id"]) for line in by_day[1:]) == sorted([refusal["partner_txn_id"], "None"])
+    by_id = signed("POST", "/v1/partner/conversion-inquiries",
+                   {"partner_txn_ids": [credit["partner_txn_id"], refusal["partner_txn_id"], "never-sent"]})
+    assert [line["status"] for line in by_id.json_body["conversions"]] == ["credited", "rejected", "unknown"]
+    assert signed("GET", f"/v1/partner/statements/{day[:7]}").json_body["total_points"] == 500  # 1000 at 1:2
+    assert signed("GET", f"/v1/partner/statements/{day[:7]}?format=csv").body.startswith("\ufeff".encode())
+
+    made = recorder.of("api_handler")
+    assert {Call("api_handler", "partners", "GetItem"), Call("api_handler", "nonces", "PutItem"),
+            Call("api_handler", "conversion_rejections", "GetItem"),
+            Call("api_handler", "conversion_rejections", "Query", "by_partner"),
+            Call("api_handler", "transfers", "Query", "by_partner")} <= made, sorted(made)
     assert undeclared(recorder.calls) == [], "declare these in tools/function_access.py (or stop making them)"
 
 

@@ -6,9 +6,10 @@ realistic values of a small world (its municipalities, cards, payments, staff, o
 mutated bodies (a field missing or added, wrong types, huge and negative numbers, floats, NaN, nulls,
 unicode, lone surrogates as JSON escapes, 12-digit Individual-Number-like strings, very long strings,
 deep nesting), raw bodies that are not JSON, hostile path parameters ('../', unicode, very long,
-empty), query strings and headers. Terminal and operator requests are signed correctly most of the
-time so that the body is reached, and staff and resident routes get a valid session of the right
-municipality most of the time; the rest of the time one credential is wrong.
+empty), query strings and headers. Terminal, operator and partner requests are signed correctly most of
+the time so that the body is reached (a partner's inquiries ask for its own decisions of the day, by day,
+cursor or transaction id), and staff and resident routes get a valid session of the right municipality
+most of the time; the rest of the time one credential is wrong.
 
 Every response must satisfy `reliability.fuzz.response_problems`: status < 500, no stack trace or
 exception class name in the body, and every refusal in the error shape of docs/CONTRACTS.md#errors with a code of the
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 OPERATIONS = fuzz.operations()
 GOOD_ACCOUNT = "4539578763621486"  # passes Luhn
+JST = dt.timezone(dt.timedelta(hours=9))
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +141,10 @@ class Context:
             operator_id, key = self.operator
             request = fuzz.Request("spend", "POST", f"/v1/operator/holds/{uuid.uuid4()}/rejection", body=b'{"reason":"x"}')
             headers = _signed_headers(key, "X-Operator-Id", operator_id, "POINTS-OPERATOR-V1", request, None, key, nonce)
+        elif signer == "partner":
+            partner_id, key = self.partner
+            request = fuzz.Request("spend", "GET", "/v1/partner/statements/2026-11")
+            headers = _signed_headers(key, "X-Partner-Id", partner_id, "POINTS-PARTNER-V1", request, None, key, nonce)
         else:
             keys = getattr(self.world, signer)
             request = fuzz.Request("spend", "GET", f"/v1/payments/{uuid.uuid4()}")
@@ -200,6 +206,66 @@ class Context:
                                    {"name": "長浜ポイント管理", "public_key": public, "request_queue": f"{operator_id}-requests"})
         assert response.status_code == 200, response.body
         return operator_id, key
+
+    # -- partners ---------------------------------------------------------------------------------------------
+
+    def register_partner(self):
+        """A partner onboarded by the platform operator: (partner_id, private key)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                serialization.PublicFormat.Raw)).decode()
+        partner_id = f"fz{uuid.uuid4().hex[:10]}"
+        response = self.http.staff(self.token("platform_operator", "platform"), "PUT", f"/v1/platform/partners/{partner_id}", {
+            "name": "ファズ航空", "public_keys": [public], "result_queue": f"points-partner-results-{partner_id}",
+            "agreement": {"municipalities": ["*"], "rate_numerator": 1, "rate_denominator": 2, "rounding": "floor",
+                          "daily_cap_per_resident": 100_000, "monthly_cap_per_resident": 500_000, "campaigns": []}})
+        assert response.status_code == 200, response.body
+        return partner_id, key
+
+    @functools.cached_property
+    def partner(self):
+        return self.register_partner()
+
+    @functools.cached_property
+    def partner_decisions(self) -> dict:
+        """Today's decisions for the partner to read back: two credits (home and reserve), a refusal, a refusal
+        whose transaction id held an Individual Number (kept without it), and another partner's credit; with
+        the transaction ids an inquiry may ask for (`txns`; the one holding an Individual Number, which an
+        inquiry may not name, apart) and a real cursor into the day."""
+        from chalicelib.api import dependencies
+        from chalicelib.domain.time import japan_date
+        from chalicelib.services import conversions, partner_reconciliation
+
+        now = time.time()
+        store = dependencies.get_ledger_store()
+
+        def decide(signer, txn: str, mykey_id: str, municipality_code: str | None) -> dict:
+            partner_id, key = signer
+            body = json.dumps({"version": 1, "partner_id": partner_id, "partner_txn_id": txn, "mykey_id": mykey_id,
+                               "municipality_code": municipality_code, "partner_points": 1000, "campaign_code": None,
+                               "occurred_at": dt.datetime.fromtimestamp(now, JST).isoformat()}, ensure_ascii=False)
+            signature = base64.b64encode(key.sign(body.encode())).decode()
+            return conversions.process_message(store, dependencies.get_identity_store(), body, signature, lambda: now,
+                                               dependencies.get_hash_secret())[0]
+
+        suffix = uuid.uuid4().hex[:8]
+        txns = {"home": f"fz-home-{suffix}", "reserve": f"fz-reserve-{suffix}", "refused": f"fz-refused-{suffix}",
+                "individual_number": f"fz {fuzz.INDIVIDUAL_NUMBER}", "theirs": f"fz-theirs-{suffix}"}
+        outcomes = [decide(self.partner, txns["home"], self.mykey, self.world.home_code),
+                    decide(self.partner, txns["reserve"], self.mykey, None),
+                    decide(self.partner, txns["refused"], "ZZZZ2345", None),
+                    decide(self.partner, txns["individual_number"], self.mykey, None),
+                    decide(self.register_partner(), txns["theirs"], self.mykey, self.world.home_code)]
+        assert [outcome["status"] for outcome in outcomes] == ["credited", "credited", "rejected", "rejected", "credited"]
+        day = japan_date(now).isoformat()
+        first = partner_reconciliation.conversions_of_day(store, dependencies.get_hash_secret(), self.partner[0], day,
+                                                          None, limit=1)
+        assert first["cursor"], first
+        return {"day": day, "cursor": first["cursor"], "individual_number_txn": txns.pop("individual_number"),
+                "txns": list(txns.values())}
 
     @functools.cached_property
     def programme_id(self) -> str:
@@ -293,6 +359,12 @@ class Context:
             "current_password": lambda: st.just("not the password"),
             "poll_secret": lambda: st.just(self.portal["poll_secret"]),
             "public_key": lambda: public_keys,
+            "public_keys": lambda: st.lists(public_keys, min_size=1, max_size=3),
+            "result_queue": lambda: st.sampled_from(["points-partner-results-fuzz-partner", "partner-results"]),
+            "agreement": lambda: st.builds(
+                lambda code, cap: {"municipalities": [code], "rate_numerator": 1, "rate_denominator": 2, "rounding": "floor",
+                                   "daily_cap_per_resident": cap, "monthly_cap_per_resident": cap * 10, "campaigns": []},
+                codes, st.sampled_from([1, 1000])),
             "content_base64": lambda: st.just(self.grant_csv) if self.operation.operation_id == "uploadGrantBatch" else st.nothing(),
             "content": lambda: (feed_csv("old_serial_number,new_serial_number")
                                 if self.operation.operation_id == "importRenewalFeed" else feed_csv("serial_number")),
@@ -300,7 +372,20 @@ class Context:
             "terminal_id": lambda: st.one_of(st.just(self.world.shop.terminal_id), plain),
             "expires_on": lambda: st.dates().map(lambda day: day.isoformat()),
             "account_pattern": lambda: st.sampled_from(["[0-9]{16}", "[0-9]+", "(", "[", ".*", "\\d{4}-\\d{4}"]),
+            # the partner's inquiries: its day (and the days around it), a real cursor, its transaction ids
+            "date": lambda: st.sampled_from(self.partner_days()),
+            "cursor": lambda: st.sampled_from([self.partner_decisions["cursor"],
+                                               self.partner_decisions["cursor"][:-2] + "AA"]),  # tampered with
+            "partner_txn_ids": lambda: st.lists(st.sampled_from(self.partner_txn_ids()), min_size=1, max_size=6),
         })
+
+    def partner_txn_ids(self) -> list[str]:
+        decisions = self.partner_decisions
+        return [*decisions["txns"], *decisions["txns"], decisions["individual_number_txn"], "fz-never-sent"]
+
+    def partner_days(self) -> list[str]:
+        day = dt.date.fromisoformat(self.partner_decisions["day"])
+        return [day.isoformat(), day.isoformat(), (day - dt.timedelta(days=1)).isoformat(), "2026-12-01"]
 
     def path_hint(self, name: str):
         world = self.world
@@ -317,13 +402,19 @@ class Context:
             "programme_id": lambda: st.one_of(st.just(self.programme_id), st.just(f"new-{uuid.uuid4().hex[:6]}")),
             "operator_id": lambda: st.just(self.operator[0]),
             "partner_id": lambda: st.just("fuzz-partner"),
-            "month": lambda: st.sampled_from(["2026-11", "2026-01", "2025-12"]),
+            "month": lambda: st.sampled_from(["2026-11", "2026-01", "2025-12", *self.current_month()]),
         }
         if name == "code":
             if self.operation.path.startswith("/v1/portal/"):
                 return st.just(self.portal["code"])
             return st.sampled_from([world.home_code, world.home_code, world.home_code, world.other_code, "131016"])
         return options[name]() if name in options else None
+
+    def current_month(self) -> list[str]:
+        """This Japan month, where the partner's statement has lines (only for the partner's own operations)."""
+        if self.operation.security != "partner":
+            return []
+        return [self.partner_decisions["day"][:7]]
 
     # -- bodies that need a signature over their content ---------------------------------------------------
 
@@ -359,6 +450,13 @@ class Context:
             return draw(st.sampled_from(self.challenge_answers("resident_sign_in", "known")))
         if operation_id == "reinstateMykey":
             return draw(st.sampled_from(self.challenge_answers("reinstatement", "unknown")))
+        if operation_id == "inquireConversions":
+            decisions = self.partner_decisions
+            if draw(st.booleans()):
+                return {"partner_txn_ids": draw(st.lists(st.sampled_from(self.partner_txn_ids()), min_size=1, max_size=6))}
+            # the first page, the next one, and the cursor given for another day
+            return {"date": draw(st.sampled_from(self.partner_days())),
+                    "cursor": draw(st.sampled_from([None, None, decisions["cursor"]]))}
         return None
 
 
@@ -425,6 +523,8 @@ def request_strategy(operation: fuzz.Operation, context: Context):
             auth = ("terminal", keys_name, draw(st.sampled_from(TERMINAL_FAULTS)))
         elif operation.security == "operator":
             auth = ("operator", draw(st.sampled_from(TERMINAL_FAULTS)))
+        elif operation.security == "partner":
+            auth = ("partner", draw(st.sampled_from(TERMINAL_FAULTS)))
         elif operation.security == "staff":
             auth = ("staff", draw(st.sampled_from(STAFF_CREDENTIALS)))
         elif operation.security == "optional_staff":
@@ -452,7 +552,7 @@ def request_strategy(operation: fuzz.Operation, context: Context):
 
 
 SEEDED = {"createPayment", "createTransferOut", "confirmHold", "createRegistration", "residentSignIn", "reinstateMykey",
-          "answerPortalSignInWithCard"}
+          "answerPortalSignInWithCard", "inquireConversions"}
 
 
 def _signed_headers(private_key, id_header: str, signer_id: str, prefix: str, request: fuzz.Request, fault, other_key,
@@ -492,6 +592,11 @@ def send(context: Context, request: fuzz.Request):
         operator_id, key = context.operator
         nonce = context.spent_nonce("operator") if auth[1] == "reused_nonce" else None
         headers.update(_signed_headers(key, "X-Operator-Id", operator_id, "POINTS-OPERATOR-V1", request, auth[1],
+                                       world.shop.private_key, nonce))
+    elif auth[0] == "partner":
+        partner_id, key = context.partner
+        nonce = context.spent_nonce("partner") if auth[1] == "reused_nonce" else None
+        headers.update(_signed_headers(key, "X-Partner-Id", partner_id, "POINTS-PARTNER-V1", request, auth[1],
                                        world.shop.private_key, nonce))
     elif auth[0] in ("staff", "resident", "public"):
         credential = auth[1]
@@ -692,8 +797,8 @@ def test_fuzz_finding__answers_a_documented_refusal(http, tally, finding):
         context = Context(http, operation)
         for name, _ in operation.path_parameters:
             path = path.replace("{" + name + "}", {"code": http.world.home_code}.get(name, "x"))
-        auth = {"terminal": ("terminal", "shop", None), "operator": ("operator", None), "staff": ("staff", "right"),
-                "resident": ("resident", "right")}.get(operation.security, ("public", "none"))
+        auth = {"terminal": ("terminal", "shop", None), "operator": ("operator", None), "partner": ("partner", None),
+                "staff": ("staff", "right"), "resident": ("resident", "right")}.get(operation.security, ("public", "none"))
         request = fuzz.Request(operation_id, operation.method, path, query, {"Content-Type": "application/json"}, body, auth)
         response = send(context, request)
         problems = fuzz.response_problems(operation, request, response.status_code, response.headers, response.body)

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from reliability import fuzz
 from tests.fakes import FakeSqs
+from tests.world import HASH_SECRET
 
 pytestmark = pytest.mark.integration
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -67,7 +68,7 @@ class Partners:
                                                                     serialization.PublicFormat.Raw)).decode()
             partner_id = f"fz{name}{uuid.uuid4().hex[:8]}"
             response = http.staff(operator, "PUT", f"/v1/platform/partners/{partner_id}", {
-                "name": f"ファズ{name}", "public_key": public, "result_queue": f"{partner_id}-results",
+                "name": f"ファズ{name}", "public_key": public, "result_queue": f"points-partner-results-{partner_id}",
                 "agreement": AGREEMENT, "active": active})
             assert response.status_code == 200, response.body
             self.ids[name], self.keys[name] = partner_id, key
@@ -257,7 +258,8 @@ def _reproduce_surrogate(partners: Partners):
     ledger_store, identity_store = partners.store()
     from chalicelib.services import conversions
 
-    return conversions.process_message(ledger_store, identity_store, body, signature_for(partners, body, "own"), time.time)
+    return conversions.process_message(ledger_store, identity_store, body, signature_for(partners, body, "own"), time.time,
+                                       lambda: HASH_SECRET)
 
 
 def _reproduce_version_true(partners: Partners):
@@ -268,7 +270,7 @@ def _reproduce_version_true(partners: Partners):
                        "partner_points": 100, "campaign_code": None, "occurred_at": dt.datetime.now(JST).isoformat()})
     ledger_store, identity_store = partners.store()
     result, _ = conversions.process_message(ledger_store, identity_store, body, signature_for(partners, body, "own"),
-                                            time.time)
+                                            time.time, lambda: HASH_SECRET)
     assert result["status"] == "rejected" and result["reason"] == "malformed_message", result
     return result
 
@@ -334,7 +336,8 @@ def test_fuzz__process_message__never_raises_and_credits_only_valid_signed_messa
         before = partners.balances()
         try:
             result, queue = conversions.process_message(ledger_store, identity_store, body,
-                                                        signature_for(partners, body, signer), time.time)
+                                                        signature_for(partners, body, signer), time.time,
+                                                        lambda: HASH_SECRET)
         except Exception as error:  # noqa: BLE001 - a raise is the finding
             defect = _known(body, signer)
             tally.record("process_message", "raised", crash=True, known=defect and defect.name)

@@ -171,3 +171,19 @@ def test_operation_id__uuid_ending_in_a_valid_individual_number__is_accepted():
     value = "550e8400-e29b-41d4-a716-" + NUMBER
     assert identifiers.operation_id(value, "grant_id") == value
     assert not identifiers.looks_like_individual_number(value)
+
+
+@pytest.mark.parametrize("value", [
+    "123456789018", "1234-5678-9018", "１２３４５６７８９０１８", "order 123456789018", "order 1234 5678 9018",
+    "order-1234-5678-9018", "JAL-1234.5678.9018-x",
+])
+def test_partner_txn_id__an_individual_number_as_a_person_writes_it__is_found(value):
+    assert identifiers.identifier_holds_individual_number(value)
+
+
+@pytest.mark.parametrize("value", [
+    "order-123456789018", "JAL123456789018", "3f2a123456789018bc", "order-123456789019", "2026-12-01-000123456789",
+    "88a69bc9-3f72-48ad-90a5-123456789018", "e2e-conversion-1",
+])
+def test_partner_txn_id__twelve_digits_inside_a_longer_id__are_left_alone(value):
+    assert not identifiers.identifier_holds_individual_number(value)

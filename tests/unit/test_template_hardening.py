@@ -522,7 +522,7 @@ def _user_function(app, name: str):
 
 
 def test_card_hash_secret_id__set_exactly_where_certificate_serials_are_hashed(app, template):
-    hashing = {"get_card_authority", "authority_from_settings", "card_hash_secret"}
+    hashing = {"get_card_authority", "authority_from_settings", "card_hash_secret", "get_hash_secret"}
     expected = set()
     if any(_reaches(inspect.unwrap(entry.view_function), hashing) for methods in app.routes.values() for entry in methods.values()):
         expected.add("api_handler")
