@@ -86,7 +86,12 @@ def reconcile(api: PartnerApi, date: str, sent: dict[str, dict]) -> Reconciliati
     listed = api.day_conversions(date)
     listed_ids = {decision["partner_txn_id"] for decision in listed}
     elsewhere = ask_by_id(api, [txn_id for txn_id in sent if txn_id not in listed_ids])
-    for decision in [*listed, *elsewhere]:
+    # A sent id the API will not look up (it holds an Individual Number) was refused and is listed without
+    # its id: each such id stands for one of the day's unnamed refusals, which are not counted twice.
+    unnamed = [decision for decision in listed if decision["partner_txn_id"] is None]
+    refused_ids = sum(1 for decision in elsewhere if decision.get("id_refused"))
+    named = [decision for decision in listed if decision["partner_txn_id"] is not None]
+    for decision in [*named, *unnamed[refused_ids:], *elsewhere]:
         record = sent.get(decision["partner_txn_id"]) if decision["partner_txn_id"] is not None else None
         if decision["status"] == "unknown":
             outcome.missing.append(record)

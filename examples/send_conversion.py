@@ -17,7 +17,10 @@ Needs only boto3 and cryptography.
 Several senders may wait on the same result queue at once: each deletes only its own result and hands
 every other one straight back to the queue, so no sender loses another's result. (A system sending many
 conversions would rather run one reader of the result queue that records every result it gets.)
-Exit status: 0 credited, 1 rejected, 2 no result within --wait-seconds (it will still arrive).
+Each message is kept in an outbox file before it is sent, so running again with the same --txn-id sends the
+same bytes (a redelivery, answered with the first outcome), never a new message under a decided id.
+Exit status: 0 credited, 1 rejected, 2 no result within --wait-seconds (it will still arrive) or no
+AWS credentials, 3 partner_txn_conflict (another message was decided under this id; its outcome stands).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import time
 import uuid
 
 import boto3
+from botocore.exceptions import NoCredentialsError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 CONVERSION_QUEUE = "points-partner-conversions"
@@ -98,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--municipality", default=None, help="omit for the resident's reserve account")
     parser.add_argument("--campaign", default=None)
     parser.add_argument("--txn-id", default=None,
-                        help="your own unique transaction id (default: a new UUID); each run signs a new occurred_at, "
-                             "so sending again under a decided id gets partner_txn_conflict")
+                        help="your own unique transaction id (default: a new UUID); an id already in the outbox is "
+                             "sent again with its stored bytes, whatever the other arguments say")
+    parser.add_argument("--outbox", default=None,
+                        help="where each message is kept before it is sent (default: <partner_id>-outbox.jsonl "
+                             "beside the partner file)")
     parser.add_argument("--conversion-queue-url", default=None,
                         help=f"the platform's queue URL given at onboarding (default: look up {CONVERSION_QUEUE} by name)")
     parser.add_argument("--wait-seconds", type=float, default=30)
@@ -108,21 +115,50 @@ def main(argv: list[str] | None = None) -> int:
     with open(arguments.partner_file, encoding="utf-8") as handle:
         partner = json.load(handle)
     txn_id = arguments.txn_id or str(uuid.uuid4())
-    body, signature = signed_message(partner, arguments.mykey_id, arguments.partner_points, arguments.municipality,
-                                     arguments.campaign, txn_id)
-    # A session of its own: boto3's default session is not safe to share between threads.
-    sqs = boto3.session.Session().client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
-    queue_url = arguments.conversion_queue_url or sqs.get_queue_url(QueueName=CONVERSION_QUEUE)["QueueUrl"]
-    sqs.send_message(QueueUrl=queue_url, MessageBody=body,
-                     MessageAttributes={"signature": {"DataType": "String", "StringValue": signature}})
-    print(f"sent {txn_id}")
-
-    result = wait_for_result(sqs, result_queue_url(sqs, partner), txn_id, arguments.wait_seconds)
+    outbox = arguments.outbox or os.path.join(os.path.dirname(os.path.abspath(arguments.partner_file)),
+                                              f"{partner['partner_id']}-outbox.jsonl")
+    body, signature = stored_or_new(outbox, txn_id, lambda: signed_message(
+        partner, arguments.mykey_id, arguments.partner_points, arguments.municipality, arguments.campaign, txn_id))
+    try:
+        # A session of its own: boto3's default session is not safe to share between threads.
+        sqs = boto3.session.Session().client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
+        queue_url = arguments.conversion_queue_url or sqs.get_queue_url(QueueName=CONVERSION_QUEUE)["QueueUrl"]
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body,
+                         MessageAttributes={"signature": {"DataType": "String", "StringValue": signature}})
+        print(f"sent {txn_id}")
+        result = wait_for_result(sqs, result_queue_url(sqs, partner), txn_id, arguments.wait_seconds)
+    except NoCredentialsError:
+        print("no AWS credentials: set them as for any AWS tool (for the local cloud any value will do: "
+              "AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local)", file=sys.stderr)
+        return 2
     if result is None:
         print("no result yet: it will arrive on the result queue", file=sys.stderr)
         return 2
     print(json.dumps(result, ensure_ascii=False))
+    if result["reason"] == "partner_txn_conflict":
+        # Not this transaction's outcome: another message was sent under its id; the first one stands.
+        print("partner_txn_conflict: this id was decided for another message, whose outcome stands "
+              "(ask the read API by id); this message was not converted", file=sys.stderr)
+        return 3
     return 0 if result["status"] == "credited" else 1
+
+
+def stored_or_new(outbox: str, txn_id: str, make) -> tuple[str, str]:
+    """The message kept for this transaction id, or a new one, kept before it is first sent: a resend
+    must be the same bytes, or the platform answers partner_txn_conflict (docs/PARTNERS.md §12-13)."""
+    if os.path.exists(outbox):
+        with open(outbox, encoding="utf-8") as handle:
+            for line in handle:
+                kept = json.loads(line)
+                if kept["partner_txn_id"] == txn_id:
+                    print(f"resending the kept message of {txn_id} ({outbox})", file=sys.stderr)
+                    return kept["body"], kept["signature"]
+    body, signature = make()
+    with open(outbox, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"partner_txn_id": txn_id, "body": body, "signature": signature}, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return body, signature
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ def test_make_run__newcomer_pays_with_the_card_refunds_and_balances_persist(tmp_
     cloud.start()
     try:
         assert "マイキーID" in cloud.output and "nagahama-admin" in cloud.output and "Virtual PCD 00 00" in cloud.output
+        # The printed partner command runs as it is in a shell with no AWS set-up.
+        assert "AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local" in cloud.output
         assert _balance(cloud.terminal("balance")) == 10_000
 
         paid = cloud.terminal("pay", "500")

@@ -78,6 +78,42 @@ def test_two_senders_on_one_result_queue__each_gets_its_own_result_and_others_st
     assert world.store.get_wallet(mykey, world.home_code).balance == 1000
 
 
+def _send_while_consuming(partner, arguments: list[str]) -> int:
+    stop = threading.Event()
+    consumer = threading.Thread(target=_poll_until, args=(partner.poller, stop))
+    consumer.start()
+    try:
+        return send_conversion.main([*arguments, "--wait-seconds", "20"])
+    finally:
+        stop.set()
+        consumer.join()
+
+
+def test_send_conversion__run_again_with_the_same_txn_id__resends_the_kept_bytes_not_a_conflict(partner, tmp_path):
+    world = partner.http.world
+    mykey = world.add_card()
+    partner_file = _partner_file(tmp_path / "partner.json", partner)
+    first = ["--partner-file", partner_file, "--mykey-id", mykey, "--municipality", world.home_code, "--txn-id", "again-1"]
+    assert _send_while_consuming(partner, [*first, "--partner-points", "1000"]) == 0
+    # The second run's arguments differ (and its occurred_at would): the kept message is what is sent.
+    assert _send_while_consuming(partner, [*first, "--partner-points", "3000"]) == 0
+    assert world.store.get_wallet(mykey, world.home_code).balance == 500
+    kept = (tmp_path / f"{partner.partner_id}-outbox.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["partner_txn_id"] for line in kept] == ["again-1"]
+
+
+def test_send_conversion__another_message_decided_under_the_id__exit_3_conflict(partner, tmp_path, capsys):
+    world = partner.http.world
+    mykey = world.add_card()
+    partner.send(partner.message(mykey, 200, municipality_code=world.home_code, txn="taken-1"))
+    partner.drain()
+    partner.results()
+    code = _send_while_consuming(partner, ["--partner-file", _partner_file(tmp_path / "partner.json", partner),
+                                           "--mykey-id", mykey, "--partner-points", "1000", "--txn-id", "taken-1"])
+    assert code == 3 and "partner_txn_conflict" in capsys.readouterr().err
+    assert world.store.get_wallet(mykey, world.home_code).balance == 100
+
+
 class StubInquiries:
     """The read API as the documents describe it, over a transport: checks each request's signature and
     answers the day listing in pages and id inquiries from `decided`."""
@@ -267,7 +303,8 @@ def test_reconcile_day__a_sent_id_holding_an_individual_number__reported_rejecte
     out = capsys.readouterr().out
     assert code == 1, out
     assert "一致 / matched: 1\n  t-ok: 1,000 → 500 pt" in out
-    # The day lists the refusal without its id; the id asked about is answered by the API's own refusal.
-    assert "拒否 / rejected: 2\n" in out
-    assert "  （取引IDが不正 / invalid partner_txn_id）: individual_number_forbidden（送信記録にありません / not in the sent file）" in out
+    # The day lists the refusal without its id, and the id asked about is answered by the API's own refusal:
+    # one refusal, counted once.
+    assert "拒否 / rejected: 1\n" in out
+    assert "invalid partner_txn_id" not in out
     assert "  order 123456789018: individual_number_forbidden（取引IDそのものが受け付けられません / the id itself is refused）" in out

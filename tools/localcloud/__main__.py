@@ -231,7 +231,8 @@ def _print_welcome(base_url: str, demo: dict, data_dir: Path, reader_name: str |
 {tries}
    {staff_tool} grant 1000   # 職員として付与
    {staff_tool} report       # 自治体の集計
-   AWS_ENDPOINT_URL_SQS={sqs_endpoint} .venv/bin/python examples/send_conversion.py \\
+   AWS_ENDPOINT_URL_SQS={sqs_endpoint} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \\
+     .venv/bin/python examples/send_conversion.py \\
        --partner-file {demo_dir / 'partner-demo-airline.json'} --mykey-id {demo['mykey_id']} --partner-points 1000 --municipality 252034
                               # 提携先（デモ航空）からのポイント交換（SQS）
 
