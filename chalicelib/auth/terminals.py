@@ -77,7 +77,7 @@ def authenticate_signed(store, method: str, path: str, headers, body: bytes, now
     except (ValueError, binascii.Error) as error:
         raise refusal(f"{who}の署名を確認できませんでした。") from error
     message = request_message(method, path, timestamp, nonce, body, prefix)
-    if not any(_verifies(key, signature, message) for key in _public_keys(signer)):
+    if not signed_by_any(_public_keys(signer), signature, message):
         raise refusal(f"{who}の署名を確認できませんでした。")
     if not store.use_nonce(f"{signer_id}#{nonce.lower()}", int(timestamp) + 2 * CLOCK_SKEW_SECONDS):
         raise refusal("同じリクエストが再送されました（nonce 使用済み）。")
@@ -94,13 +94,17 @@ def _public_keys(signer) -> list[str]:
     return list(keys) if keys else [_field(signer, "public_key")]
 
 
-def _verifies(public_key_base64: str, signature: bytes, message: bytes) -> bool:
+def signed_by_any(public_keys_base64: list[str], signature: bytes, message: bytes) -> bool:
+    """Whether any of the keys (base64 of raw Ed25519 public keys) verifies the signature: a signer has two
+    while it changes keys. Partners' SQS messages are checked with it too (chalicelib/services/conversions.py)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64)).verify(signature, message)
-    except (InvalidSignature, ValueError, TypeError, binascii.Error):
-        # One unusable key (a malformed record) must not hide that the other one verifies.
-        return False
-    return True
+    for public_key_base64 in public_keys_base64:
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64)).verify(signature, message)
+            return True
+        except (InvalidSignature, ValueError, TypeError, binascii.Error):
+            # One unusable key (a malformed record) must not hide that the other one verifies.
+            continue
+    return False

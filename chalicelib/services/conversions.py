@@ -167,8 +167,7 @@ def parse_message(data: dict) -> ConversionMessage:
 
 def verify_signature(public_keys_base64: list[str], body: str, signature_base64: str | None) -> None:
     """Accept a signature by any of the partner's keys: two are registered while it changes keys."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from chalicelib.auth.terminals import signed_by_any
 
     if not signature_base64:
         raise Rejected("signature_missing", record=False)
@@ -176,13 +175,8 @@ def verify_signature(public_keys_base64: list[str], body: str, signature_base64:
         signature = base64.b64decode(signature_base64, validate=True)
     except (ValueError, binascii.Error) as error:
         raise Rejected("signature_invalid", record=False) from error
-    for public_key_base64 in public_keys_base64:
-        try:
-            Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_base64)).verify(signature, body.encode("utf-8"))
-            return
-        except (InvalidSignature, ValueError, binascii.Error):
-            continue
-    raise Rejected("signature_invalid", record=False)
+    if not signed_by_any(public_keys_base64, signature, body.encode("utf-8")):
+        raise Rejected("signature_invalid", record=False)
 
 
 def convert(partner_points: int, numerator: int, denominator: int, rounding: str) -> int:
